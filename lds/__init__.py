@@ -1,0 +1,20 @@
+"""Linear dynamical systems in PyTorch: parameters, Kalman filtering and smoothing, EM,
+orthogonalization, online filtering and parameter files (including Bonsai.ML.Lds.Torch's)."""
+
+from . import errors
+from .containers import DatasetList, FieldSpec, ParamsContainer
+from .params import KalmanParams
+from .synthetic import lorenz_spikes, random_stable_lds, sample_lds
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "errors",
+    "DatasetList",
+    "FieldSpec",
+    "ParamsContainer",
+    "KalmanParams",
+    "lorenz_spikes",
+    "random_stable_lds",
+    "sample_lds",
+]

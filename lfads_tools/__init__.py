@@ -1,0 +1,9 @@
+"""Find, load, inspect and reuse trained LFADS models: a Python port of the analysis side
+of the MATLAB lfads-run-manager."""
+
+from lds import errors
+from lds.containers import DatasetList
+
+__version__ = "0.1.0"
+
+__all__ = ["errors", "DatasetList"]

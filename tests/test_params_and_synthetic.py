@@ -1,0 +1,100 @@
+"""KalmanParams construction, defaults, validation, and the synthetic data generators."""
+
+import numpy as np
+import pytest
+import torch
+
+import lds
+from lds import DatasetList, KalmanParams
+from lds.errors import NotPositiveDefiniteError, ShapeError, ValidationError
+
+
+def test_defaults_match_reference():
+    p = KalmanParams(num_states=3, num_observations=5)
+    assert p.dtype == torch.float64
+    assert torch.equal(p.A, torch.eye(3, dtype=torch.float64))
+    assert torch.equal(p.C, torch.eye(5, 3, dtype=torch.float64))
+    assert torch.equal(p.Q, torch.eye(3, dtype=torch.float64)) and torch.equal(p.R, torch.eye(5, dtype=torch.float64))
+    assert torch.equal(p.m0, torch.zeros(3, dtype=torch.float64)) and torch.equal(p.V0, torch.eye(3, dtype=torch.float64))
+    assert p.b is None and p.d is None and not p.offsets_provided
+
+
+def test_one_element_noise_means_scaled_identity_and_sizes_inferred():
+    p = KalmanParams(measurement_function=np.ones((4, 2)), process_noise_covariance=[0.5],
+                     measurement_noise_covariance=torch.tensor(2.0))
+    assert p.num_states == 2 and p.num_observations == 4
+    assert torch.allclose(p.Q, 0.5 * torch.eye(2, dtype=torch.float64))
+    assert torch.allclose(p.R, 2.0 * torch.eye(4, dtype=torch.float64))
+
+
+def test_either_offset_alone():
+    p = KalmanParams(num_states=2, num_observations=3, observation_offset=np.ones(3))
+    assert p.b is None and p.offsets_provided and p.d.shape == (3,)
+
+
+def test_shape_errors_name_field_expected_and_actual():
+    with pytest.raises(ShapeError, match=r"measurement_function should have shape \(4, 3\).*\(4, 2\)"):
+        KalmanParams(transition_matrix=np.eye(3), measurement_function=np.ones((4, 2)))
+
+
+def test_non_positive_definite_covariance_is_refused():
+    with pytest.raises(NotPositiveDefiniteError, match="process_noise_covariance"):
+        KalmanParams(num_states=2, num_observations=2, process_noise_covariance=np.diag([1.0, -1.0]))
+    with pytest.raises(ValidationError, match="non-finite"):
+        KalmanParams(transition_matrix=np.array([[np.nan]]), num_observations=1)
+
+
+def test_multi_session_fields_are_dataset_lists():
+    p = KalmanParams(num_states=2, num_observations={"a": 3, "b": 5})
+    assert p.is_multi_session and p.dataset_names == ["a", "b"] and p.num_observations == [3, 5]
+    assert isinstance(p.C, DatasetList) and p.C["b"].shape == (5, 2) and p.R[0].shape == (3, 3)
+    assert len(p.d) == 0
+    s = p.session("b")
+    assert not s.is_multi_session and s.num_observations == 5
+    assert "{2x1 cell}" in repr(p)
+
+
+def test_to_clone_aliases_and_dict_round_trip():
+    p = lds.random_stable_lds(3, 4, offsets=True, seed=1)
+    q = p.to(dtype=torch.float32)
+    assert q.dtype == torch.float32 and q.A.dtype == torch.float32 and p.A.dtype == torch.float64
+    c = p.clone()
+    assert c == p and c.A is not p.A
+    assert KalmanParams.from_dict(p.to_dict()) == p
+    assert p.map_arrays(lambda t: t.float()).dtype == torch.float32
+    p.A = torch.zeros(3, 3)
+    assert torch.equal(p.transition_matrix, torch.zeros(3, 3, dtype=torch.float64))
+    with pytest.raises(ShapeError):
+        p.A = torch.zeros(2, 2)
+
+
+def test_random_stable_lds_is_stable_and_seeded():
+    p = lds.random_stable_lds(5, [7, 9], spectral_radius=0.9, seed=3)
+    assert np.max(np.abs(np.linalg.eigvals(p.A.numpy()))) == pytest.approx(0.9)
+    assert p.num_observations == [7, 9]
+    assert lds.random_stable_lds(5, [7, 9], spectral_radius=0.9, seed=3) == p
+
+
+def test_sample_lds_shapes_and_statistics():
+    p = lds.random_stable_lds(2, 3, seed=0)
+    s = lds.sample_lds(p, 4000, seed=0)
+    assert s.states.shape == (4000, 2) and s.observations.shape == (4000, 3)
+    resid = s.observations - s.states @ p.C.T
+    cov = np.cov(resid.numpy().T)
+    assert np.allclose(cov, p.R.numpy(), atol=0.1)
+    batch = lds.sample_lds(p, 10, num_trials=6, observation="poisson", seed=1)
+    assert batch.observations.shape == (6, 10, 3)
+    assert torch.equal(batch.observations, batch.observations.round()) and (batch.observations >= 0).all()
+
+
+def test_lorenz_spikes_sessions_and_rates():
+    data = lds.lorenz_spikes((10, 20), trials_per_session=30, num_steps=40, seed=2)
+    assert [c.shape for c in data.counts] == [(30, 40, 10), (30, 40, 20)]
+    assert data.latents.shape[2] == 3 and np.allclose(data.latents.reshape(-1, 3).std(0), 1)
+    for counts, rates in zip(data.counts, data.rates):
+        assert counts.dtype == np.int64
+        assert counts.mean() == pytest.approx(rates.mean() * data.bin_width, rel=0.1)
+    again = lds.lorenz_spikes((10, 20), trials_per_session=30, num_steps=40, seed=2)
+    assert all(np.array_equal(a, b) for a, b in zip(data.counts, again.counts))
+    with pytest.raises(ValidationError):
+        lds.lorenz_spikes((0,))
