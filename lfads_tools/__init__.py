@@ -4,6 +4,8 @@ of the MATLAB lfads-run-manager."""
 from lds import errors
 from lds.containers import DatasetList
 
+from .run_params import Hyperparameter, RunParams
+
 __version__ = "0.1.0"
 
-__all__ = ["errors", "DatasetList"]
+__all__ = ["errors", "DatasetList", "Hyperparameter", "RunParams"]
