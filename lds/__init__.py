@@ -3,6 +3,7 @@ orthogonalization, online filtering and parameter files (including Bonsai.ML.Lds
 
 from . import data, errors
 from .containers import DatasetList, FieldSpec, ParamsContainer
+from .native import load_params, save_params
 from .params import KalmanParams
 from .synthetic import lorenz_spikes, random_stable_lds, sample_lds
 
@@ -15,6 +16,8 @@ __all__ = [
     "FieldSpec",
     "ParamsContainer",
     "KalmanParams",
+    "load_params",
+    "save_params",
     "lorenz_spikes",
     "random_stable_lds",
     "sample_lds",

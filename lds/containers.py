@@ -259,6 +259,61 @@ class ParamsContainer:
 
     FIELDS: tuple[FieldSpec, ...] = ()
     EXTRA_GROUPS: tuple[tuple[str, tuple[str, ...], str], ...] = ()
+    _REGISTRY: dict[str, type] = {}
+
+    def __init_subclass__(cls, **kwargs):
+        """Register every subclass so parameter files can name the class to rebuild."""
+        super().__init_subclass__(**kwargs)
+        ParamsContainer._REGISTRY[f"{cls.__module__}:{cls.__qualname__}"] = cls
+
+    @staticmethod
+    def registered_class(module: str, name: str):
+        """The registered subclass ``name`` defined in ``module``, or None."""
+        return ParamsContainer._REGISTRY.get(f"{module}:{name}")
+
+    # ---- files (formats live in lds.native, lds.bonsai and lds.interop) ----------
+    def save(self, path, metadata: Mapping | None = None, overwrite: bool = False):
+        """Write the native HDF5 parameter file (see :mod:`lds.native`)."""
+        from .native import save_params
+
+        return save_params(self, path, metadata=metadata, overwrite=overwrite)
+
+    @classmethod
+    def load(cls, path, fields: Iterable[str] | None = None, **options):
+        """Read a native parameter file written by :meth:`save` (see :func:`lds.native.load_params`)."""
+        from .native import load_params
+
+        return load_params(path, cls=cls, fields=fields, **options)
+
+    def load_state(self, source, fields: Iterable[str] | None = None, strict: bool = False):
+        """Copy fields from a file or another object into this one (see :func:`lds.native.load_state`)."""
+        from .native import load_state
+
+        return load_state(self, source, fields=fields, strict=strict)
+
+    def to_npz(self, path, overwrite: bool = False):
+        """Write a NumPy ``.npz`` file (see :mod:`lds.interop`)."""
+        from .interop import to_npz
+
+        return to_npz(self, path, overwrite=overwrite)
+
+    def to_mat(self, path, overwrite: bool = False):
+        """Write a MATLAB ``.mat`` file (see :mod:`lds.interop`)."""
+        from .interop import to_mat
+
+        return to_mat(self, path, overwrite=overwrite)
+
+    @classmethod
+    def from_npz(cls, path):
+        from .interop import from_npz
+
+        return from_npz(path, cls=cls)
+
+    @classmethod
+    def from_mat(cls, path):
+        from .interop import from_mat
+
+        return from_mat(path, cls=cls)
 
     # ---- structure -------------------------------------------------------------
     @classmethod

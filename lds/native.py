@@ -1,0 +1,668 @@
+"""Native parameter files: one checksummed, versioned HDF5 file per parameter object.
+
+Works for every :class:`~lds.containers.ParamsContainer` subclass (``KalmanParams``,
+``ModelTrainedParams``, ...). Nothing here uses pickle: arrays are HDF5 datasets and
+the configuration and metadata are JSON text.
+
+Layout of format version 2 (the current one)
+--------------------------------------------
+- Bytes 0-511 are the HDF5 user block and hold our header: the magic
+  ``b"\\x89LFADS-TOOLS\\r\\n\\x1a\\n"``, the format version (uint32, little-endian), the
+  length of the HDF5 part (uint64) and the SHA-256 of the HDF5 part. The header is
+  checked before the HDF5 library sees a byte, so a truncated or damaged file is refused
+  with a clear error. The file stays plain HDF5: h5py, MATLAB's ``h5read`` and HDFView
+  skip the user block.
+- Root attributes: ``format`` (``"lfads-tools-params"``), ``format_version``, ``config``
+  (JSON: ``class``, ``module``, ``dtype``, ``dims``, ``dataset_names``, ``fields``) and
+  ``metadata`` (JSON: ``created`` in UTC, ``library_version``, ``user``: the caller's dict).
+- Every array is a dataset named after its field. A per-dataset field is a group named
+  after the field holding one dataset per session name; the group's ``names``
+  attribute (JSON list) keeps the session order. Each dataset has a ``sha256``
+  attribute (see :func:`array_sha256`), verified on load.
+
+Older versions are upgraded on load by the steps registered with
+:func:`register_migration`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import io
+import json
+import struct
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping
+
+import h5py
+import numpy as np
+
+from .containers import DatasetList, ParamsContainer, as_numpy
+from .errors import (
+    ChecksumError,
+    FileFormatError,
+    LfadsToolsError,
+    MissingFileError,
+    ShapeError,
+    UnknownParameterError,
+    ValidationError,
+)
+from .fileio import atomic_path, check_writable
+
+__all__ = [
+    "FORMAT_NAME",
+    "FORMAT_VERSION",
+    "MAGIC",
+    "NativeFileInfo",
+    "LoadStateResult",
+    "array_sha256",
+    "is_native_file",
+    "save_params",
+    "load_params",
+    "read_info",
+    "load_state",
+    "register_migration",
+]
+
+FORMAT_NAME = "lfads-tools-params"
+FORMAT_VERSION = 2
+MAGIC = b"\x89LFADS-TOOLS\r\n\x1a\n"
+USER_BLOCK = 512
+_HEADER = struct.Struct("<16sIQ32s")
+_HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+_ALLOWED_MODULE_ROOTS = ("lds", "lfads_tools")
+
+
+# ---- small document model shared by the reader, the migrations and the parser ------
+@dataclass
+class Node:
+    """An HDF5 group (``data is None``) or dataset read into memory."""
+
+    attrs: dict = field(default_factory=dict)
+    children: dict = field(default_factory=dict)
+    data: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class NativeFileInfo:
+    """What a native file says about itself, without building the object."""
+
+    path: Path
+    format_version: int
+    class_name: str
+    module: str
+    dtype: str | None
+    dims: Any
+    dataset_names: list | None
+    fields: list
+    metadata: dict
+
+    def __repr__(self) -> str:
+        user = self.metadata.get("user") or {}
+        return (
+            f"NativeFileInfo({self.path.name}: {self.class_name} ({self.module}), format "
+            f"{self.format_version}, dtype {self.dtype}, fields {self.fields}, "
+            f"created {self.metadata.get('created')}, user metadata keys {sorted(user)})"
+        )
+
+
+@dataclass(frozen=True)
+class LoadStateResult:
+    """Outcome of :func:`load_state`: which fields were copied, absent, or unknown."""
+
+    loaded: list
+    missing: list
+    unexpected: list
+
+    def __repr__(self) -> str:
+        return f"LoadStateResult(loaded={self.loaded}, missing={self.missing}, unexpected={self.unexpected})"
+
+
+# ---- checksums and JSON ------------------------------------------------------------
+def array_sha256(array: np.ndarray) -> str:
+    """SHA-256 of an array's dtype, shape and little-endian row-major bytes (hex)."""
+    array = np.asarray(array)
+    canonical = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<"))
+    digest = hashlib.sha256(f"{canonical.dtype.str};{','.join(map(str, array.shape))};".encode())
+    digest.update(canonical.tobytes())
+    return digest.hexdigest()
+
+
+def _json_default(value):
+    if hasattr(value, "detach") or isinstance(value, np.ndarray):
+        return as_numpy(value).tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, (set, frozenset, tuple)):
+        return list(value)
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def _to_json(value, what: str) -> str:
+    try:
+        return json.dumps(value, default=_json_default, sort_keys=True)
+    except (TypeError, ValueError) as exc:
+        raise ValidationError(f"{what} must be JSON-serializable (numbers, strings, lists, dicts): {exc}") from None
+
+
+def _from_json(text, what: str, path) -> Any:
+    try:
+        return json.loads(text)
+    except (TypeError, ValueError) as exc:
+        raise FileFormatError(f"{path}: {what} is not valid JSON ({exc})") from None
+
+
+# ---- writing -----------------------------------------------------------------------
+def _class_config(obj: ParamsContainer, arrays: Mapping) -> dict:
+    dtype = getattr(obj, "dtype", None)
+    if dtype is None:
+        first = next((a for a in _flat_arrays(arrays)), None)
+        dtype = None if first is None else first.dtype
+    names = getattr(obj, "dataset_names", None)
+    return {
+        "class": type(obj).__qualname__,
+        "module": type(obj).__module__,
+        "dtype": None if dtype is None else str(dtype).replace("torch.", ""),
+        "dims": obj.dims,
+        "dataset_names": None if names is None else list(names),
+        "fields": list(arrays),
+    }
+
+
+def _flat_arrays(arrays: Mapping):
+    for value in arrays.values():
+        yield from (value.values() if isinstance(value, dict) else [value])
+
+
+def _numpy_field(obj, name: str, value) -> np.ndarray:
+    try:
+        array = as_numpy(value)
+    except (TypeError, RuntimeError) as exc:
+        raise ValidationError(f"{type(obj).__name__}.{name} cannot be stored ({exc})") from None
+    if array.dtype.kind not in "biufc":
+        raise ValidationError(f"{type(obj).__name__}.{name} has dtype {array.dtype}; only numeric arrays are stored")
+    return array
+
+
+def _h5_name(name: str, what: str) -> str:
+    if not name or "/" in name or name == ".":
+        raise ValidationError(f"{what} {name!r} cannot be an HDF5 name (empty, '.' or containing '/')")
+    return name
+
+
+def container_arrays(obj: ParamsContainer) -> dict:
+    """``{field: array or {session: array}}`` as NumPy arrays; absent fields left out."""
+    arrays: dict[str, Any] = {}
+    for name, value in obj.items():
+        if isinstance(value, DatasetList):
+            if len(value):
+                arrays[name] = {
+                    _h5_name(ds, f"session name of {name}"): _numpy_field(obj, f"{name}[{ds!r}]", a)
+                    for ds, a in value.items()
+                }
+        elif value is not None:
+            arrays[name] = _numpy_field(obj, name, value)
+    return arrays
+
+
+def save_params(obj: ParamsContainer, path, metadata: Mapping | None = None, overwrite: bool = False,
+                **sections) -> Path:
+    """Write ``obj`` to ``path`` in the native format, atomically.
+
+    ``metadata`` is the caller's JSON-serializable dict (description, metrics, ...).
+    Extra keyword sections (used by checkpoints) are stored beside it in the metadata.
+    An existing file is replaced only with ``overwrite=True``.
+    """
+    if not isinstance(obj, ParamsContainer):
+        raise ValidationError(f"save_params needs a ParamsContainer (e.g. KalmanParams), got {type(obj).__name__}")
+    from . import __version__
+
+    path = check_writable(path, overwrite)
+    arrays = container_arrays(obj)
+    config = _to_json(_class_config(obj, arrays), f"configuration of {type(obj).__name__}")
+    meta = {"created": datetime.now(timezone.utc).isoformat(), "library_version": __version__,
+            "user": dict(metadata or {}), **sections}
+    meta_text = _to_json(meta, "metadata")
+    with atomic_path(path, overwrite=overwrite) as tmp:
+        with h5py.File(tmp, "w", userblock_size=USER_BLOCK, track_order=True) as f:
+            f.attrs["format"] = FORMAT_NAME
+            f.attrs["format_version"] = FORMAT_VERSION
+            f.attrs["config"] = config
+            f.attrs["metadata"] = meta_text
+            for name, value in arrays.items():
+                if isinstance(value, dict):
+                    group = f.create_group(name, track_order=True)
+                    group.attrs["names"] = json.dumps(list(value))
+                    for ds_name, array in value.items():
+                        group.create_dataset(ds_name, data=array).attrs["sha256"] = array_sha256(array)
+                else:
+                    f.create_dataset(name, data=value).attrs["sha256"] = array_sha256(value)
+        _write_header(tmp)
+    return Path(path)
+
+
+def _write_header(path: Path) -> None:
+    with open(path, "r+b") as f:
+        f.seek(USER_BLOCK)
+        body = f.read()
+        header = _HEADER.pack(MAGIC, FORMAT_VERSION, len(body), hashlib.sha256(body).digest())
+        f.seek(0)
+        f.write(header.ljust(USER_BLOCK, b"\0"))
+
+
+# ---- reading -----------------------------------------------------------------------
+def is_native_file(path) -> bool:
+    """True if ``path`` is a native parameter file of any format version (cheap check)."""
+    try:
+        with open(path, "rb") as f:
+            start = f.read(len(MAGIC))
+        if start == MAGIC:
+            return True
+        if start[: len(_HDF5_SIGNATURE)] != _HDF5_SIGNATURE:
+            return False
+        with h5py.File(path, "r") as f:
+            return _text(f.attrs.get("format")) == FORMAT_NAME
+    except (OSError, ValueError, KeyError, TypeError, UnicodeDecodeError):
+        return False
+
+
+def _text(value) -> str | None:
+    if isinstance(value, bytes):
+        return value.decode("utf-8")
+    if isinstance(value, np.ndarray) and value.shape == ():
+        return _text(value.item())
+    return value if isinstance(value, str) else None
+
+
+def _hdf5_part(data: bytes, path, verify: bool) -> tuple[int, bytes]:
+    """Check the header of a file's bytes; return (header version, HDF5 bytes to parse)."""
+    if data.startswith(_HDF5_SIGNATURE):
+        return 0, data  # a file from before the header existed (format 1); the root attributes say
+    if not data.startswith(MAGIC):
+        raise FileFormatError(
+            f"{path} is not an lfads-tools parameter file (wrong magic: starts with {data[:16]!r})"
+        )
+    if len(data) < USER_BLOCK:
+        raise FileFormatError(f"{path} is truncated: {len(data)} bytes, shorter than the {USER_BLOCK}-byte header")
+    _, version, length, digest = _HEADER.unpack_from(data)
+    body = data[USER_BLOCK:]
+    if len(body) != length:
+        raise FileFormatError(
+            f"{path} is truncated or has extra bytes: the header promises {length} bytes of HDF5 data, "
+            f"the file has {len(body)}"
+        )
+    if verify and hashlib.sha256(body).digest() != digest:
+        raise ChecksumError(
+            f"{path} is corrupt: the SHA-256 of its content does not match the header "
+            f"(damaged, or edited by another program; load with verify=False to skip the checks)"
+        )
+    return version, data
+
+
+def _read_tree(data: bytes, path) -> Node:
+    try:
+        with h5py.File(io.BytesIO(data), "r") as f:
+            return _read_group(f, path, depth=0)
+    except LfadsToolsError:
+        raise
+    except Exception as exc:  # h5py raises OSError, KeyError, ValueError, RuntimeError... on bad files
+        raise FileFormatError(f"{path}: cannot read the HDF5 content ({type(exc).__name__}: {exc})") from None
+
+
+def _read_group(group, path, depth: int) -> Node:
+    node = Node(attrs={k: _attr_value(v) for k, v in group.attrs.items()})
+    for key in group.keys():
+        link = group.get(key, getlink=True)
+        if not isinstance(link, h5py.HardLink):
+            raise FileFormatError(f"{path}: {group.name}/{key} is a {type(link).__name__}; only plain entries are read")
+        item = group[key]
+        if isinstance(item, h5py.Group):
+            if depth >= 2:
+                raise FileFormatError(f"{path}: {item.name} is nested deeper than the format allows")
+            node.children[key] = _read_group(item, path, depth + 1)
+        else:
+            if item.dtype.kind not in "biufc":
+                raise FileFormatError(f"{path}: {item.name} has unsupported dtype {item.dtype}")
+            node.children[key] = Node(attrs={k: _attr_value(v) for k, v in item.attrs.items()},
+                                      data=np.asarray(item[()]))
+    return node
+
+
+def _attr_value(value):
+    if isinstance(value, (bytes, np.bytes_)):
+        return bytes(value).decode("utf-8")
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+# ---- migrations --------------------------------------------------------------------
+_MIGRATIONS: dict[int, Callable[[Node], Node]] = {}
+
+
+def register_migration(from_version: int):
+    """Register ``fn(tree) -> tree`` that upgrades a file tree from ``from_version`` to the next."""
+
+    def decorator(fn):
+        _MIGRATIONS[from_version] = fn
+        return fn
+
+    return decorator
+
+
+@register_migration(1)
+def _migrate_1_to_2(tree: Node) -> Node:
+    """Format 1 (plain HDF5, no header or checksums) to format 2.
+
+    Format 1 kept the arrays in a ``/params`` group, per-dataset fields as groups of
+    datasets named ``"0"``, ``"1"``, ... with the session names in the root attribute
+    ``dataset_names`` (JSON), and the class in the root attributes ``class_name``,
+    ``module``, ``dtype``, ``created`` and an optional ``description``. Its arrays had no
+    checksums, so the migrated ones are recorded as read.
+    """
+    attrs = tree.attrs
+    names = json.loads(attrs["dataset_names"]) if attrs.get("dataset_names") else None
+    params = tree.children.get("params", Node())
+    children = {}
+    for key, child in params.children.items():
+        if child.data is None:
+            order = sorted(child.children, key=int)
+            session_names = names if names is not None and len(names) == len(order) else order
+            group = Node(attrs={"names": json.dumps(session_names)})
+            for index, name in zip(order, session_names):
+                data = child.children[index].data
+                group.children[name] = Node(attrs={"sha256": array_sha256(data)}, data=data)
+            children[key] = group
+        else:
+            children[key] = Node(attrs={"sha256": array_sha256(child.data)}, data=child.data)
+    config = {"class": attrs["class_name"], "module": attrs["module"], "dtype": attrs.get("dtype"),
+              "dims": None, "dataset_names": names, "fields": list(children)}
+    user = {"description": attrs["description"]} if "description" in attrs else {}
+    metadata = {"created": attrs.get("created"), "library_version": None, "user": user, "migrated_from": 1}
+    new_attrs = {"format": FORMAT_NAME, "format_version": 2,
+                 "config": json.dumps(config), "metadata": json.dumps(metadata)}
+    return Node(attrs=new_attrs, children=children)
+
+
+def _migrate(tree: Node, version: int, path) -> Node:
+    while version < FORMAT_VERSION:
+        step = _MIGRATIONS.get(version)
+        if step is None:
+            raise FileFormatError(f"{path}: no migration from format version {version}")
+        try:
+            tree = step(tree)
+        except LfadsToolsError:
+            raise
+        except Exception as exc:
+            raise FileFormatError(
+                f"{path}: cannot upgrade format version {version} ({type(exc).__name__}: {exc})"
+            ) from None
+        version += 1
+    return tree
+
+
+# ---- parsing the current version ----------------------------------------------------
+@dataclass
+class _Document:
+    info: NativeFileInfo
+    arrays: dict
+
+
+def _read_document(path, verify: bool = True) -> _Document:
+    path = Path(path)
+    if not path.is_file():
+        raise MissingFileError(f"parameter file {path} does not exist")
+    data = path.read_bytes()
+    header_version, hdf5 = _hdf5_part(data, path, verify)
+    tree = _read_tree(hdf5, path)
+    if _text(tree.attrs.get("format")) != FORMAT_NAME:
+        raise FileFormatError(f"{path} is an HDF5 file but not an lfads-tools parameter file (no format={FORMAT_NAME!r})")
+    version = tree.attrs.get("format_version")
+    if not isinstance(version, int) or version < 1:
+        raise FileFormatError(f"{path}: format_version should be a positive integer, found {version!r}")
+    if version > FORMAT_VERSION:
+        raise FileFormatError(
+            f"{path} has format version {version}; this library reads up to {FORMAT_VERSION} (upgrade lfads-tools)"
+        )
+    if header_version and header_version != version:
+        raise FileFormatError(f"{path}: header says format version {header_version}, content says {version}")
+    tree = _migrate(tree, version, path)
+    return _parse(tree, version, path, verify)
+
+
+def _parse(tree: Node, version: int, path, verify: bool) -> _Document:
+    config = _from_json(tree.attrs.get("config"), "the configuration", path)
+    metadata = _from_json(tree.attrs.get("metadata"), "the metadata", path)
+    if not isinstance(config, dict) or not isinstance(metadata, dict):
+        raise FileFormatError(f"{path}: configuration and metadata should be JSON objects")
+    for key, kind in (("class", str), ("module", str)):
+        if not isinstance(config.get(key), kind):
+            raise FileFormatError(f"{path}: the configuration lacks {key!r} (found {config.get(key)!r})")
+    arrays: dict[str, Any] = {}
+    for name, node in tree.children.items():
+        if node.data is not None:
+            arrays[name] = _verified(node, name, path, verify)
+            continue
+        order = _from_json(node.attrs.get("names"), f"the session order of {name}", path)
+        if not isinstance(order, list) or sorted(order) != sorted(node.children):
+            raise FileFormatError(
+                f"{path}: group {name} lists sessions {order} but holds {sorted(node.children)}"
+            )
+        arrays[name] = {}
+        for ds in order:
+            child = node.children[ds]
+            if child.data is None:
+                raise FileFormatError(f"{path}: {name}/{ds} should be an array, found a group")
+            arrays[name][ds] = _verified(child, f"{name}/{ds}", path, verify)
+    return make_document(path, version, config, metadata, arrays)
+
+
+def make_document(path, version: int, config: dict, metadata: dict, arrays: dict) -> _Document:
+    """A parsed file: its self-description and ``{field: array or {session: array}}``."""
+    info = NativeFileInfo(
+        path=Path(path), format_version=version, class_name=config["class"], module=config["module"],
+        dtype=config.get("dtype"), dims=config.get("dims"), dataset_names=config.get("dataset_names"),
+        fields=list(arrays), metadata=metadata,
+    )
+    return _Document(info=info, arrays=arrays)
+
+
+def _verified(node: Node, where: str, path, verify: bool) -> np.ndarray:
+    stored = node.attrs.get("sha256")
+    if not isinstance(stored, str):
+        raise FileFormatError(f"{path}: array {where} has no sha256 checksum")
+    if verify and array_sha256(node.data) != stored:
+        raise ChecksumError(f"{path}: array {where} does not match its SHA-256 checksum (the file is corrupt)")
+    return node.data
+
+
+def read_info(path, verify: bool = True) -> NativeFileInfo:
+    """Format version, class, dims, fields and metadata of a native file (checks it too)."""
+    return _read_document(path, verify).info
+
+
+# ---- building objects --------------------------------------------------------------
+def _resolve_class(info: NativeFileInfo, cls):
+    found = ParamsContainer.registered_class(info.module, info.class_name)
+    if found is None and cls in (None, ParamsContainer):
+        root = info.module.split(".")[0]
+        if root not in _ALLOWED_MODULE_ROOTS or not all(p.isidentifier() for p in info.module.split(".")):
+            raise FileFormatError(
+                f"{info.path} holds a {info.class_name} from module {info.module!r}; only classes of "
+                f"lds and lfads_tools are imported automatically: call that class's load() instead"
+            )
+        try:
+            importlib.import_module(info.module)
+        except ImportError as exc:
+            raise FileFormatError(f"{info.path}: cannot import module {info.module!r} of {info.class_name}: {exc}") from None
+        found = ParamsContainer.registered_class(info.module, info.class_name)
+        if found is None:
+            raise FileFormatError(f"{info.path}: module {info.module} has no parameter class {info.class_name}")
+    if cls in (None, ParamsContainer):
+        return found
+    if found is not None and issubclass(found, cls):
+        return found
+    if info.class_name != cls.__name__:
+        raise FileFormatError(f"{info.path} holds a {info.class_name}, not a {cls.__name__}")
+    return cls
+
+
+def _build(cls, arrays: dict, info: NativeFileInfo, partial: bool):
+    data = dict(arrays)
+    if info.dataset_names is not None:
+        data["dataset_names"] = list(info.dataset_names)
+    try:
+        return cls.from_dict(data)
+    except (LfadsToolsError, TypeError, ValueError, RuntimeError) as exc:
+        hint = "; to update part of an existing object use its load_state(path, fields=...)" if partial else ""
+        raise FileFormatError(f"{info.path}: the arrays do not form a valid {cls.__name__}: {exc}{hint}") from None
+
+
+def _convert(obj, dtype, device):
+    if dtype is None and device is None:
+        return obj
+    if hasattr(obj, "to"):
+        import torch
+
+        if isinstance(dtype, str):
+            dtype = getattr(torch, dtype.replace("torch.", ""), None) or _bad_dtype(dtype)
+        return obj.to(device=device, dtype=dtype)
+    if device is not None:
+        raise ValidationError(f"{type(obj).__name__} holds NumPy arrays; it has no device to move to")
+    target = np.dtype(str(dtype).replace("torch.", ""))
+    return obj.map_arrays(lambda a: np.asarray(a).astype(target))
+
+
+def _bad_dtype(dtype):
+    raise ValidationError(f"unknown dtype {dtype!r}; use e.g. 'float32' or torch.float64")
+
+
+def load_params(path, cls=None, fields: Iterable[str] | None = None, dtype=None, device=None,
+                verify: bool = True):
+    """Read a native parameter file and rebuild its object.
+
+    ``cls`` (e.g. ``KalmanParams``) checks the file holds that class; without it the
+    class named in the file is used (only modules of ``lds`` and ``lfads_tools`` are
+    ever imported for that). ``fields`` loads only those fields (the class's defaults
+    fill the others). ``dtype``/``device`` convert the result (``KalmanParams``).
+    ``verify=False`` skips the checksums (for files edited by other programs).
+    """
+    return rebuild(_read_document(path, verify), cls=cls, fields=fields, dtype=dtype, device=device)
+
+
+def rebuild(doc: _Document, cls=None, fields: Iterable[str] | None = None, dtype=None, device=None):
+    """Build the parameter object of a parsed file (shared by every file format)."""
+    target = _resolve_class(doc.info, cls)
+    arrays = doc.arrays
+    if fields is not None:
+        fields = list(fields)
+        for name in fields:
+            target.field_spec(name)  # raises UnknownParameterError naming the class's fields
+        absent = [f for f in fields if f not in arrays]
+        if absent:
+            raise FileFormatError(f"{doc.info.path} has no field(s) {absent}; it has {list(arrays)}")
+        arrays = {f: arrays[f] for f in fields}
+    else:
+        unexpected = [f for f in arrays if f not in target.field_names()]
+        if unexpected:
+            raise FileFormatError(
+                f"{doc.info.path} has fields {unexpected} that {target.__name__} does not know; "
+                f"load the others with fields=... or load_state(..., strict=False)"
+            )
+    obj = _build(target, arrays, doc.info, partial=fields is not None)
+    if fields is None and doc.info.dims is not None:
+        found = json.loads(_to_json(obj.dims, "dims"))
+        if found != doc.info.dims:
+            raise FileFormatError(f"{doc.info.path}: the configuration says dims {doc.info.dims}, the arrays give {found}")
+    built_dtype = str(getattr(obj, "dtype", doc.info.dtype)).replace("torch.", "")
+    if dtype is None and doc.info.dtype and built_dtype != doc.info.dtype:
+        dtype = doc.info.dtype  # e.g. a float32 file loaded with fields= that omit the first array
+    return _convert(obj, dtype, device)
+
+
+# ---- partial loading into an existing object ---------------------------------------
+def load_state(target: ParamsContainer, source, fields: Iterable[str] | None = None,
+               strict: bool = False, verify: bool = True) -> LoadStateResult:
+    """Copy fields from ``source`` (a native file or a parameter object) into ``target``.
+
+    ``fields`` limits the copy (default: every field of ``target``). Returns which fields
+    were loaded, which were missing in the source and which the source has but the
+    target's class does not know; ``strict=True`` makes either list an error. Shapes are
+    checked for every field before anything changes; a mismatch raises
+    :class:`~lds.errors.ShapeError` naming the field.
+    """
+    if isinstance(source, ParamsContainer):
+        where, available = type(source).__name__, container_arrays(source)
+    else:
+        where, available = str(source), _read_document(source, verify).arrays
+    known = target.field_names()
+    wanted = known if fields is None else list(fields)
+    for name in wanted:
+        target.field_spec(name)
+    missing = [f for f in wanted if f not in available]
+    unexpected = [f for f in available if f not in known]
+    if strict and (missing or unexpected):
+        raise ValidationError(
+            f"load_state from {where} (strict): missing fields {missing}, unexpected fields {unexpected}"
+        )
+    loaded = [f for f in wanted if f in available]
+    for name in loaded:
+        _check_compatible(target, name, available[name], where)
+    for name in loaded:
+        _assign(target, name, available[name])
+    return LoadStateResult(loaded=loaded, missing=missing, unexpected=unexpected)
+
+
+def _current_shapes(target, name):
+    """``{session or None: expected shape}`` for a field of ``target`` (None if unknown)."""
+    value = getattr(target, name)
+    spec = target.field_spec(name)
+    if isinstance(value, DatasetList) and len(value):
+        return {ds: tuple(a.shape) for ds, a in value.items()}
+    if value is not None and not isinstance(value, DatasetList):
+        return {None: tuple(value.shape)}
+    names = getattr(target, "dataset_names", None)
+    if spec.per_dataset and names:
+        return {ds: target.expected_shape(spec, i) for i, ds in enumerate(names)}
+    return {None: target.expected_shape(spec)}
+
+
+def _check_compatible(target, name, incoming, where) -> None:
+    expected = _current_shapes(target, name)
+    label = f"{type(target).__name__}.{name}"
+    if isinstance(incoming, dict) and None in expected:
+        raise ShapeError(f"{label}: {where} has one array per session {list(incoming)}, this object a single array")
+    if not isinstance(incoming, dict) and None not in expected:
+        raise ShapeError(f"{label}: {where} has a single array, this object one per session {list(expected)}")
+    pairs = incoming.items() if isinstance(incoming, dict) else [(None, incoming)]
+    if isinstance(incoming, dict) and list(incoming) != list(expected):
+        raise ShapeError(f"{label}: {where} has sessions {list(incoming)}, this object has {list(expected)}")
+    for ds, array in pairs:
+        want, got = expected[ds], tuple(np.shape(array))
+        if want is not None and want != got:
+            at = label if ds is None else f"{label}[{ds!r}]"
+            raise ShapeError(f"{at}: {where} has shape {got}, this object expects {want}")
+
+
+def _assign(target, name, incoming) -> None:
+    current = getattr(target, name)
+    if isinstance(incoming, dict):
+        incoming = DatasetList(list(incoming.values()), list(incoming))
+    if hasattr(target, "set_field"):
+        target.set_field(name, incoming)
+        return
+    like = next(iter(current), None) if isinstance(current, DatasetList) else current
+    convert = (lambda a: _like(a, like)) if like is not None else (lambda a: a)
+    setattr(target, name, incoming.map(convert) if isinstance(incoming, DatasetList) else convert(incoming))
+
+
+def _like(array, reference):
+    if hasattr(reference, "detach"):
+        import torch
+
+        return torch.as_tensor(np.asarray(array), dtype=reference.dtype, device=reference.device).clone()
+    return np.asarray(array, dtype=np.asarray(reference).dtype)

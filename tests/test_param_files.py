@@ -1,0 +1,392 @@
+"""Native HDF5 parameter files, .npz/.mat export, partial loading and format migration."""
+
+import hashlib
+import json
+import struct
+import sys
+from datetime import datetime
+
+import h5py
+import numpy as np
+import pytest
+import scipy.io
+import torch
+
+import lds
+from lds.containers import DatasetList, FieldSpec, ParamsContainer
+from lds.errors import (
+    ChecksumError,
+    FileFormatError,
+    MissingFileError,
+    OverwriteError,
+    ShapeError,
+    UnknownParameterError,
+    ValidationError,
+)
+from lds.native import is_native_file, read_info
+
+MAGIC = b"\x89LFADS-TOOLS\r\n\x1a\n"
+
+
+class Readout(ParamsContainer):
+    """A NumPy-based container with a per-dataset field, like ModelTrainedParams."""
+
+    FIELDS = (
+        FieldSpec("W", "Weights", "a matrix", ("n", "m")),
+        FieldSpec("b", "Weights", "an optional bias", ("m",), optional=True),
+        FieldSpec("readout", "Per session", "one per session", ("m", "N"), per_dataset=True),
+    )
+
+    def __init__(self, W=None, b=None, readout=None, dataset_names=None):
+        self.W, self.b = W, b
+        self.readout = readout if isinstance(readout, DatasetList) else (
+            DatasetList() if readout is None else DatasetList([readout[n] for n in dataset_names], dataset_names))
+        self.dataset_names = dataset_names
+
+    @property
+    def dims(self):
+        return {"n": int(self.W.shape[0]), "m": int(self.W.shape[1]), "N": [int(r.shape[1]) for r in self.readout]}
+
+
+def make_readout(dtype=np.float32):
+    rng = np.random.default_rng(1)
+    names = ["dsA.h5", "dsB.h5", "dsC.h5"]
+    readout = DatasetList([rng.normal(size=(2, n)).astype(dtype) for n in (4, 6, 5)], names)
+    return Readout(W=rng.normal(size=(3, 2)).astype(dtype), readout=readout, dataset_names=names)
+
+
+def kalman(multi=False, dtype=torch.float64, offsets=True, seed=0):
+    return lds.random_stable_lds(3, [4, 6] if multi else 5, offsets=offsets, seed=seed, dtype=dtype)
+
+
+def reseal(path):
+    """Recompute the header after editing a file, as the format spec says (an independent writer)."""
+    data = bytearray(path.read_bytes())
+    body = bytes(data[512:])
+    data[:60] = struct.pack("<16sIQ32s", MAGIC, 2, len(body), hashlib.sha256(body).digest())
+    path.write_bytes(bytes(data))
+
+
+# ---- native round trips --------------------------------------------------------------
+@pytest.mark.parametrize("multi", [False, True])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_kalman_round_trip_is_exact(tmp_path, multi, dtype):
+    params = kalman(multi, dtype)
+    params.save(tmp_path / "p.h5", metadata={"description": "test fit", "log_likelihood": -12.5})
+    back = lds.KalmanParams.load(tmp_path / "p.h5")
+    assert back == params and back.dtype == dtype and back.dataset_names == params.dataset_names
+    assert lds.load_params(tmp_path / "p.h5") == params  # class found from the file
+
+
+def test_file_layout_is_plain_hdf5_with_header(tmp_path):
+    params = kalman(multi=True)
+    params.save(tmp_path / "p.h5", metadata={"description": "layout"})
+    data = (tmp_path / "p.h5").read_bytes()
+    magic, version, length, digest = struct.unpack_from("<16sIQ32s", data)
+    assert magic == MAGIC and version == 2 and length == len(data) - 512
+    assert hashlib.sha256(data[512:]).digest() == digest
+    with h5py.File(tmp_path / "p.h5", "r") as f:
+        assert f.attrs["format"] == "lfads-tools-params" and f.attrs["format_version"] == 2
+        config = json.loads(f.attrs["config"])
+        assert config["class"] == "KalmanParams" and config["module"] == "lds.params"
+        assert config["dtype"] == "float64" and config["dims"] == {"K": 3, "N": [4, 6]}
+        assert config["dataset_names"] == ["session_0", "session_1"]
+        np.testing.assert_array_equal(f["transition_matrix"][()], params.A.numpy())
+        C1 = f["measurement_function"]["session_1"]
+        np.testing.assert_array_equal(C1[()], params.C[1].numpy())
+        # the checksum is SHA-256 of "<dtype>;<shape>;" followed by the little-endian bytes
+        raw = params.C[1].numpy().astype("<f8").tobytes()
+        assert C1.attrs["sha256"] == hashlib.sha256(b"<f8;6,3;" + raw).hexdigest()
+        meta = json.loads(f.attrs["metadata"])
+    assert meta["user"] == {"description": "layout"} and meta["library_version"] == lds.__version__
+    assert datetime.fromisoformat(meta["created"]).tzinfo is not None
+
+
+def test_info_metadata_and_user_dict(tmp_path):
+    kalman().save(tmp_path / "p.h5", metadata={"metrics": {"ll": np.float64(-3.25)}, "tags": ("a", "b")})
+    info = read_info(tmp_path / "p.h5")
+    assert info.class_name == "KalmanParams" and info.format_version == 2 and info.dims == {"K": 3, "N": 5}
+    assert info.metadata["user"] == {"metrics": {"ll": -3.25}, "tags": ["a", "b"]}
+    assert "transition_matrix" in info.fields and "KalmanParams" in repr(info)
+    with pytest.raises(ValidationError, match="JSON"):
+        kalman().save(tmp_path / "q.h5", metadata={"bad": object()})
+    assert not (tmp_path / "q.h5").exists()
+
+
+def test_numpy_container_round_trip_and_session_order(tmp_path):
+    obj = make_readout()
+    obj.save(tmp_path / "r.h5")
+    back = Readout.load(tmp_path / "r.h5")
+    assert back == obj and back.readout.names == ["dsA.h5", "dsB.h5", "dsC.h5"]
+    assert back.b is None and back.W.dtype == np.float32
+    assert ParamsContainer.load(tmp_path / "r.h5") == obj  # registered class, found by name
+    with pytest.raises(ValidationError, match="no device"):
+        Readout.load(tmp_path / "r.h5", device="cpu")
+    assert Readout.load(tmp_path / "r.h5", dtype="float64").W.dtype == np.float64
+
+
+def test_dtype_and_device_options(tmp_path):
+    kalman(dtype=torch.float32).save(tmp_path / "p.h5")
+    assert lds.KalmanParams.load(tmp_path / "p.h5", dtype=torch.float64).dtype == torch.float64
+    loaded = lds.KalmanParams.load(tmp_path / "p.h5", dtype="float64", device="cpu")
+    assert loaded.dtype == torch.float64 and loaded.device == torch.device("cpu")
+    if torch.cuda.is_available():
+        assert lds.KalmanParams.load(tmp_path / "p.h5", device="cuda").A.is_cuda
+
+
+def test_never_overwrites_unless_asked(tmp_path):
+    kalman(seed=0).save(tmp_path / "p.h5")
+    before = (tmp_path / "p.h5").read_bytes()
+    with pytest.raises(OverwriteError, match="overwrite=True"):
+        kalman(seed=1).save(tmp_path / "p.h5")
+    assert (tmp_path / "p.h5").read_bytes() == before
+    kalman(seed=1).save(tmp_path / "p.h5", overwrite=True)
+    assert lds.KalmanParams.load(tmp_path / "p.h5") == kalman(seed=1)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p.h5"]  # no temporary files left
+
+
+def test_wrong_class_and_unknown_modules_are_refused(tmp_path):
+    make_readout().save(tmp_path / "r.h5")
+    with pytest.raises(FileFormatError, match="holds a Readout, not a KalmanParams"):
+        lds.KalmanParams.load(tmp_path / "r.h5")
+    for module, message in (("evil_module_xyz", "only classes of lds and lfads_tools"),
+                            ("lds.no_such_module", "cannot import module")):
+        path = tmp_path / f"{module}.h5"
+        make_readout().save(path)
+        with h5py.File(path, "r+") as f:
+            config = json.loads(f.attrs["config"])
+            config.update(module=module, **{"class": "Thing"})
+            f.attrs["config"] = json.dumps(config)
+        reseal(path)
+        with pytest.raises(FileFormatError, match=message):
+            lds.load_params(path)
+    assert "evil_module_xyz" not in sys.modules
+
+
+# ---- corrupt files -------------------------------------------------------------------
+def test_corrupt_files_get_clear_errors(tmp_path):
+    path = tmp_path / "p.h5"
+    kalman().save(path)
+    data = path.read_bytes()
+    cases = {
+        "truncated.h5": (data[:-100], FileFormatError, "truncated"),
+        "short.h5": (data[:100], FileFormatError, "truncated"),
+        "magic.h5": (b"GARBAGE" + data[7:], FileFormatError, "wrong magic"),
+        "flipped.h5": (data[:2000] + bytes([data[2000] ^ 0xFF]) + data[2001:], ChecksumError, "SHA-256"),
+        "empty.h5": (b"", FileFormatError, "wrong magic"),
+    }
+    for name, (content, error, message) in cases.items():
+        (tmp_path / name).write_bytes(content)
+        with pytest.raises(error, match=message) as info:
+            lds.KalmanParams.load(tmp_path / name)
+        assert name in str(info.value)
+    with pytest.raises(MissingFileError, match="does not exist"):
+        lds.KalmanParams.load(tmp_path / "nope.h5")
+
+
+def test_per_array_checksum_names_the_array(tmp_path):
+    path = tmp_path / "p.h5"
+    kalman(multi=True).save(path)
+    with h5py.File(path, "r+") as f:
+        f["measurement_function"]["session_1"][0, 0] += 1.0
+    with pytest.raises(ChecksumError, match="content does not match"):
+        lds.KalmanParams.load(path)  # the whole-file hash notices first
+    reseal(path)
+    with pytest.raises(ChecksumError, match="measurement_function/session_1"):
+        lds.KalmanParams.load(path)
+    assert lds.KalmanParams.load(path, verify=False).C[1][0, 0] == kalman(multi=True).C[1][0, 0] + 1.0
+
+
+def test_is_native_file(tmp_path):
+    kalman().save(tmp_path / "p.h5")
+    with h5py.File(tmp_path / "other.h5", "w") as f:
+        f["x"] = np.zeros(3)
+    (tmp_path / "text.txt").write_text("hello")
+    assert is_native_file(tmp_path / "p.h5")
+    assert not is_native_file(tmp_path / "other.h5")
+    assert not is_native_file(tmp_path / "text.txt")
+    assert not is_native_file(tmp_path / "missing.h5")
+
+
+# ---- partial loading -----------------------------------------------------------------
+def test_load_state_copies_a_subset_and_reports(tmp_path):
+    source = kalman(seed=1)
+    source.save(tmp_path / "src.h5")
+    target = kalman(seed=2, offsets=False)
+    before_C = target.C.clone()
+    result = target.load_state(tmp_path / "src.h5", fields=["transition_matrix", "process_noise_covariance"])
+    assert result.loaded == ["transition_matrix", "process_noise_covariance"]
+    assert result.missing == [] and result.unexpected == []
+    assert torch.equal(target.A, source.A) and torch.equal(target.Q, source.Q)
+    assert torch.equal(target.C, before_C)  # untouched
+
+    full = kalman(seed=3, offsets=False)
+    full.save(tmp_path / "no_offsets.h5")
+    report = kalman(seed=4).load_state(tmp_path / "no_offsets.h5")
+    assert report.missing == ["state_offset", "observation_offset"]
+    with pytest.raises(ValidationError, match=r"missing fields \['state_offset', 'observation_offset'\]"):
+        kalman(seed=4).load_state(tmp_path / "no_offsets.h5", strict=True)
+
+
+def test_load_state_reports_unexpected_fields_of_another_class(tmp_path):
+    make_readout().save(tmp_path / "r.h5")
+    target = Readout(W=np.zeros((3, 2), np.float32), readout=DatasetList(), dataset_names=None)
+    result = target.load_state(tmp_path / "r.h5", fields=["W"])
+    assert result.loaded == ["W"] and np.array_equal(target.W, make_readout().W)
+    kalman().save(tmp_path / "k.h5")
+    report = target.load_state(tmp_path / "k.h5", fields=["W"])
+    assert report.missing == ["W"] and "transition_matrix" in report.unexpected
+
+
+def test_load_state_shape_mismatch_names_field_and_changes_nothing(tmp_path):
+    kalman().save(tmp_path / "k3.h5")
+    target = lds.random_stable_lds(4, 5, seed=0, offsets=True)
+    before = target.clone()
+    with pytest.raises(ShapeError, match=r"KalmanParams.transition_matrix: .*k3.h5 has shape \(3, 3\).*expects \(4, 4\)"):
+        target.load_state(tmp_path / "k3.h5")
+    assert target == before
+    kalman(multi=True).save(tmp_path / "multi.h5")
+    with pytest.raises(ShapeError, match="measurement_function.*one array per session"):
+        kalman().load_state(tmp_path / "multi.h5", fields=["measurement_function"])
+    with pytest.raises(UnknownParameterError, match="no field 'nope'"):
+        kalman().load_state(tmp_path / "k3.h5", fields=["nope"])
+
+
+def test_load_state_from_an_object_and_between_sessions(tmp_path):
+    source, target = kalman(multi=True, seed=5), kalman(multi=True, seed=6)
+    result = target.load_state(source, fields=["measurement_function", "initial_mean"])
+    assert result.loaded == ["measurement_function", "initial_mean"]
+    assert torch.equal(target.C[1], source.C[1]) and not torch.equal(target.A, source.A)
+
+
+def test_load_with_fields_builds_from_a_subset(tmp_path):
+    params = kalman(dtype=torch.float32)
+    params.save(tmp_path / "p.h5")
+    part = lds.KalmanParams.load(tmp_path / "p.h5", fields=["measurement_function", "initial_mean"])
+    assert torch.equal(part.C, params.C) and torch.equal(part.m0, params.m0)
+    assert torch.equal(part.A, torch.eye(3)) and part.dtype == torch.float32  # default A, file dtype
+    with pytest.raises(FileFormatError, match="load_state"):
+        lds.KalmanParams.load(tmp_path / "p.h5", fields=["transition_matrix"])  # N unknown
+    with pytest.raises(UnknownParameterError):
+        lds.KalmanParams.load(tmp_path / "p.h5", fields=["A_typo"])
+
+
+def test_unexpected_field_in_file_is_refused_unless_selected(tmp_path):
+    path = tmp_path / "p.h5"
+    kalman().save(path)
+    with h5py.File(path, "r+") as f:
+        extra = np.ones(2)
+        f["new_field"] = extra
+        f["new_field"].attrs["sha256"] = hashlib.sha256(b"<f8;2;" + extra.tobytes()).hexdigest()
+    reseal(path)
+    with pytest.raises(FileFormatError, match=r"\['new_field'\]"):
+        lds.KalmanParams.load(path)
+    names = [f for f in lds.KalmanParams.field_names()]
+    assert lds.KalmanParams.load(path, fields=names) == kalman()
+
+
+# ---- version migration ---------------------------------------------------------------
+def write_format_1(path, params, description):
+    """The older layout (format 1): plain HDF5, arrays under /params, sessions by index."""
+    with h5py.File(path, "w") as f:
+        f.attrs.update(format="lfads-tools-params", format_version=1, class_name="KalmanParams",
+                       module="lds.params", dtype="float64", created="2025-01-02T03:04:05+00:00",
+                       description=description)
+        if params.is_multi_session:
+            f.attrs["dataset_names"] = json.dumps(params.dataset_names)
+        group = f.create_group("params")
+        for name, value in params.items():
+            if isinstance(value, DatasetList):
+                if len(value):
+                    sub = group.create_group(name)
+                    for i, array in enumerate(value):
+                        sub[str(i)] = array.numpy()
+            elif value is not None:
+                group[name] = value.numpy()
+
+
+@pytest.mark.parametrize("multi", [False, True])
+def test_format_1_files_are_migrated_on_load(tmp_path, multi):
+    params = lds.random_stable_lds(3, [4, 6, 2, 5, 3, 4, 5, 6, 7, 2, 3] if multi else 5, seed=7, offsets=True)
+    path = tmp_path / "old.h5"
+    write_format_1(path, params, "fit from last year")
+    assert is_native_file(path)
+    loaded = lds.KalmanParams.load(path)
+    assert loaded == params and loaded.dataset_names == params.dataset_names  # session 10 after 9, not after 1
+    info = read_info(path)
+    assert info.format_version == 1 and info.metadata["user"] == {"description": "fit from last year"}
+    assert info.metadata["created"] == "2025-01-02T03:04:05+00:00"
+    loaded.save(tmp_path / "new.h5")  # re-saved in the current format
+    assert read_info(tmp_path / "new.h5").format_version == 2
+
+
+def test_newer_format_versions_are_refused(tmp_path):
+    path = tmp_path / "p.h5"
+    kalman().save(path)
+    with h5py.File(path, "r+") as f:
+        f.attrs["format_version"] = 9
+    data = bytearray(path.read_bytes())
+    data[16:20] = struct.pack("<I", 9)
+    path.write_bytes(bytes(data))
+    reseal(path)
+    with h5py.File(path, "r") as f:
+        assert f.attrs["format_version"] == 9
+    with pytest.raises(FileFormatError, match="format version 9.*upgrade"):
+        lds.KalmanParams.load(path)
+
+
+# ---- .npz and .mat -------------------------------------------------------------------
+@pytest.mark.parametrize("multi", [False, True])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_npz_and_mat_round_trips(tmp_path, multi, dtype):
+    params = kalman(multi, dtype)
+    params.to_npz(tmp_path / "p.npz")
+    params.to_mat(tmp_path / "p.mat")
+    for back in (lds.KalmanParams.from_npz(tmp_path / "p.npz"), lds.KalmanParams.from_mat(tmp_path / "p.mat"),
+                 ParamsContainer.from_mat(tmp_path / "p.mat")):
+        assert back == params and back.dtype == dtype
+
+
+def test_npz_and_mat_open_without_this_library(tmp_path):
+    params = kalman(multi=True, dtype=torch.float32)
+    params.to_npz(tmp_path / "p.npz")
+    with np.load(tmp_path / "p.npz", allow_pickle=False) as data:
+        np.testing.assert_array_equal(data["transition_matrix"], params.A.numpy())
+        np.testing.assert_array_equal(data["measurement_function/session_1"], params.C[1].numpy())
+        assert json.loads(str(data["__config__"]))["class"] == "KalmanParams"
+    params.to_mat(tmp_path / "p.mat")
+    mat = scipy.io.loadmat(tmp_path / "p.mat")
+    np.testing.assert_array_equal(mat["transition_matrix"], params.A.numpy())
+    assert mat["transition_matrix"].dtype == np.float32
+    assert mat["initial_mean"].shape == (3, 1)  # column vector in MATLAB
+    assert mat["measurement_function"].shape == (2, 1)  # a 2x1 cell
+    np.testing.assert_array_equal(mat["measurement_function"][1, 0], params.C[1].numpy())
+    assert [str(n[0]) for n in mat["dataset_names"][:, 0]] == ["session_0", "session_1"]
+
+
+def test_numpy_container_npz_and_mat(tmp_path):
+    obj = make_readout()
+    obj.to_npz(tmp_path / "r.npz")
+    obj.to_mat(tmp_path / "r.mat")
+    assert Readout.from_npz(tmp_path / "r.npz") == obj
+    assert Readout.from_mat(tmp_path / "r.mat") == obj
+    with pytest.raises(OverwriteError):
+        obj.to_mat(tmp_path / "r.mat")
+
+
+def test_bad_npz_and_mat_files(tmp_path):
+    (tmp_path / "bad.npz").write_bytes(b"not a zip")
+    (tmp_path / "bad.mat").write_bytes(b"not a mat file at all" * 10)
+    np.savez(tmp_path / "plain.npz", x=np.zeros(2))
+    with pytest.raises(FileFormatError, match="bad.npz"):
+        lds.KalmanParams.from_npz(tmp_path / "bad.npz")
+    with pytest.raises(FileFormatError, match="bad.mat"):
+        lds.KalmanParams.from_mat(tmp_path / "bad.mat")
+    with pytest.raises(FileFormatError, match="__config__"):
+        lds.KalmanParams.from_npz(tmp_path / "plain.npz")
+    params = kalman()
+    params.to_npz(tmp_path / "p.npz")
+    data = (tmp_path / "p.npz").read_bytes()
+    (tmp_path / "cut.npz").write_bytes(data[: len(data) // 2])
+    with pytest.raises(FileFormatError, match="cut.npz"):
+        lds.KalmanParams.from_npz(tmp_path / "cut.npz")
