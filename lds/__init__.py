@@ -3,8 +3,13 @@ orthogonalization, online filtering and parameter files (including Bonsai.ML.Lds
 
 from . import data, errors
 from .containers import DatasetList, FieldSpec, ParamsContainer
+from .em import EMResult, SufficientStatistics, expected_statistics, fit_em, m_step
+from .kalman import FilterResult, SmootherResult, kalman_filter, kalman_smoother, log_likelihood
+from .online import OnlineKalmanFilter
+from .orthogonalize import orthogonalize
 from .native import load_params, save_params
 from .params import KalmanParams
+from .subspace import subspace_identification
 from .synthetic import lorenz_spikes, random_stable_lds, sample_lds
 
 __version__ = "0.1.0"
@@ -16,6 +21,19 @@ __all__ = [
     "FieldSpec",
     "ParamsContainer",
     "KalmanParams",
+    "kalman_filter",
+    "kalman_smoother",
+    "log_likelihood",
+    "FilterResult",
+    "SmootherResult",
+    "fit_em",
+    "EMResult",
+    "expected_statistics",
+    "m_step",
+    "SufficientStatistics",
+    "subspace_identification",
+    "orthogonalize",
+    "OnlineKalmanFilter",
     "load_params",
     "save_params",
     "lorenz_spikes",

@@ -351,11 +351,11 @@ def _resolve_dataset_names(given, num_observations, dataset_names):
 
 
 def _split_sessions(name, value, names):
-    """Per-session list (aligned with ``names``) for an observation field, or the value itself."""
+    """Per-session list (aligned with ``names``; one entry for a single session) for an observation field."""
     if names is None:
         if isinstance(value, (DatasetList, Mapping)):
             raise ValidationError(f"{name} is per-session but no dataset_names were given")
-        return value
+        return [value]
     if value is None or (isinstance(value, DatasetList) and len(value) == 0):
         return [None] * len(names)
     if isinstance(value, (DatasetList, Mapping)):

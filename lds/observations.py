@@ -1,0 +1,206 @@
+"""Normalise the observation data that every ``lds`` algorithm accepts.
+
+Accepted forms of ``y`` (time-major, missing entries or whole rows marked with NaN):
+
+- one sequence ``[T, N]``;
+- a batch of equal-length trials ``[B, T, N]``;
+- a list (or tuple) of trials ``[T_i, N]`` of unequal length;
+- for multi-session parameters, a dict mapping dataset names to any of the above
+  (the dict order is the dataset order; a subset of the sessions is allowed).
+
+Torch or NumPy input. Computations run on the device and in the floating dtype of the
+first floating torch tensor found in ``y``; NumPy (or integer) input uses the dtype and
+device of the parameters. Infinite values are an error: only NaN means "missing".
+
+:func:`prepare` returns the parameters on that device and dtype and an
+:class:`Observations` object: the flat list of trials plus what is needed to give
+per-trial results back in the form of the input (:meth:`Observations.regroup`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+import torch
+
+from .errors import DatasetNameError, ShapeError, ValidationError
+from .params import KalmanParams
+
+__all__ = ["Observations", "prepare"]
+
+
+@dataclass
+class Observations:
+    """Observation trials in one flat list, with the layout of the original input.
+
+    ``trials[i]`` is ``[T_i, N]`` for session ``sessions[i]`` (0-based index into the
+    parameters' sessions). ``layouts`` holds one ``(kind, count)`` per input group,
+    kind being ``"single"``, ``"batch"`` or ``"list"``; ``names`` the dict keys (None
+    when ``y`` was not a dict).
+    """
+
+    trials: list[torch.Tensor]
+    sessions: list[int]
+    layouts: list[tuple[str, int]]
+    names: list[str] | None
+
+    @property
+    def num_trials(self) -> int:
+        return len(self.trials)
+
+    def regroup(self, per_trial: Sequence, stack: Callable[[list], Any]):
+        """Arrange one result per trial like the input: single, stacked batch, list, dict."""
+        items = iter(per_trial)
+
+        def group(kind, count):
+            if kind == "single":
+                return next(items)
+            chunk = [next(items) for _ in range(count)]
+            return stack(chunk) if kind == "batch" else chunk
+
+        if self.names is None:
+            return group(*self.layouts[0])
+        return {name: group(*layout) for name, layout in zip(self.names, self.layouts)}
+
+
+def prepare(params: KalmanParams, y) -> tuple[KalmanParams, Observations]:
+    """Check ``y`` against ``params``; return both on the computation device and dtype."""
+    if not isinstance(params, KalmanParams):
+        raise ValidationError(f"params must be lds.KalmanParams, got {type(params).__name__}")
+    if isinstance(y, Observations):
+        return params, y
+    dtype, device = _computation_dtype_device(y, params)
+    if (dtype, device) != (params.dtype, params.device):
+        params = params.to(device=device, dtype=dtype)
+    if isinstance(y, Mapping):
+        if not params.is_multi_session:
+            raise ValidationError(
+                "y is a dict of sessions but the parameters have a single session; "
+                "give one array, a batch or a list of trials"
+            )
+        names = [str(k) for k in y]
+        unknown = [n for n in names if n not in params.dataset_names]
+        if unknown:
+            raise DatasetNameError(f"y has sessions {unknown} that the parameters lack; they have {params.dataset_names}")
+        if not names:
+            raise ValidationError("y is an empty dict; give data for at least one session")
+        groups = [(f"y[{n!r}]", y[n], params.dataset_names.index(n)) for n in names]
+    else:
+        if params.is_multi_session:
+            raise ValidationError(
+                f"the parameters have sessions {params.dataset_names}; give y as a dict "
+                "mapping session names to their data"
+            )
+        names, groups = None, [("y", y, 0)]
+    trials, sessions, layouts = [], [], []
+    Ns = params._num_observations
+    for where, data, session in groups:
+        kind, arrays = _split_trials(where, data)
+        for label, array in arrays:
+            trials.append(_checked_trial(label, array, Ns[session], dtype, device))
+            sessions.append(session)
+        layouts.append((kind, len(arrays)))
+    return params, Observations(trials, sessions, layouts, names)
+
+
+def _computation_dtype_device(y, params):
+    for value in _leaves(y):
+        if torch.is_tensor(value) and value.is_floating_point():
+            return value.dtype, value.device
+    return params.dtype, params.device
+
+
+def _leaves(y):
+    if isinstance(y, Mapping):
+        for value in y.values():
+            yield from _leaves(value)
+    elif isinstance(y, (list, tuple)):
+        for value in y:
+            yield from _leaves(value)
+    else:
+        yield y
+
+
+def _split_trials(where, data):
+    """``(kind, [(label, 2-D array), ...])`` for one sequence, a batch or a list of trials."""
+    if isinstance(data, (list, tuple)):
+        if not data:
+            raise ValidationError(f"{where} is an empty list; give at least one trial")
+        dims = [_ndim(t) for t in data]
+        if all(d == 2 for d in dims):
+            return "list", [(f"{where}[{i}]", t) for i, t in enumerate(data)]
+        if any(d == 2 for d in dims):
+            shapes = [_shape(t) for t in data]
+            raise ShapeError(f"{where} is a list of trials, each [T, N]; found shapes {shapes}")
+    ndim = _ndim(data)
+    if ndim == 2:
+        return "single", [(where, data)]
+    if ndim == 3:
+        return "batch", [(f"{where}[{i}]", data[i]) for i in range(len(data))]
+    raise ShapeError(
+        f"{where} should be [T, N] (one sequence), [B, T, N] (a batch) or a list of [T, N] "
+        f"trials, but has shape {_shape(data)}"
+    )
+
+
+def _ndim(value) -> int:
+    return value.dim() if torch.is_tensor(value) else np.ndim(value)
+
+
+def _shape(value) -> tuple:
+    return tuple(value.shape) if torch.is_tensor(value) else tuple(np.shape(value))
+
+
+def _checked_trial(where, array, N, dtype, device) -> torch.Tensor:
+    if torch.is_tensor(array):
+        if array.is_complex() or array.dtype == torch.bool:
+            raise ValidationError(f"{where} must hold real numbers, got dtype {array.dtype}")
+        tensor = array.detach().to(device=device, dtype=dtype)
+    else:
+        values = np.asarray(array)
+        if values.dtype.kind not in "biuf":
+            raise ValidationError(f"{where} must hold real numbers, got dtype {values.dtype}")
+        tensor = torch.as_tensor(values.astype(np.float64, copy=False), dtype=dtype, device=device)
+    if tensor.shape[-1] != N:
+        raise ShapeError(
+            f"{where} should have N = {N} observations per time step (shape [T, {N}]) "
+            f"but has shape {tuple(tensor.shape)}"
+        )
+    if tensor.shape[0] < 1:
+        raise ShapeError(f"{where} has no time steps (shape {tuple(tensor.shape)})")
+    infinite = torch.isinf(tensor)
+    if bool(infinite.any()):
+        t, n = (int(i) for i in torch.nonzero(infinite)[0])
+        raise ValidationError(
+            f"{where} has infinite values (first at time {t}, observation {n}); "
+            "only NaN may mark missing data"
+        )
+    return tensor
+
+
+def trials_by_session(y) -> tuple[list[str] | None, list[list[torch.Tensor]]]:
+    """Trials grouped by session, for algorithms that start without parameters.
+
+    Returns the dict keys (None when ``y`` is not a dict) and, per session, its trials
+    ``[T_i, N]``, in the dtype and on the device of the first floating torch tensor of
+    ``y`` (else float64 on the CPU). All trials of a session must have the same ``N``.
+    """
+    dtype, device = torch.float64, torch.device("cpu")
+    for value in _leaves(y):
+        if torch.is_tensor(value) and value.is_floating_point():
+            dtype, device = value.dtype, value.device
+            break
+    if isinstance(y, Mapping):
+        if not y:
+            raise ValidationError("y is an empty dict; give data for at least one session")
+        names, groups = [str(k) for k in y], [(f"y[{k!r}]", v) for k, v in y.items()]
+    else:
+        names, groups = None, [("y", y)]
+    sessions = []
+    for where, data in groups:
+        _, arrays = _split_trials(where, data)
+        N = _shape(arrays[0][1])[-1]
+        sessions.append([_checked_trial(label, array, N, dtype, device) for label, array in arrays])
+    return names, sessions
