@@ -293,6 +293,19 @@ class KalmanParams(ParamsContainer):
         kwargs = {k: (DatasetList(v) if isinstance(v, Mapping) and names is None else v) for k, v in data.items()}
         return cls(**kwargs, dtype=dtype)
 
+    def save_bonsai(self, folder, suffix: str | None = None, overwrite: bool = False, session=None):
+        """Write a Bonsai.ML.Lds.Torch parameter folder (see :func:`lds.bonsai.save_bonsai`)."""
+        from .bonsai import save_bonsai
+
+        return save_bonsai(self, folder, suffix=suffix, overwrite=overwrite, session=session)
+
+    @classmethod
+    def load_bonsai(cls, folder, dtype: torch.dtype | None = None, device=None) -> "KalmanParams":
+        """Read a Bonsai.ML.Lds.Torch parameter folder (see :func:`lds.bonsai.load_bonsai`)."""
+        from .bonsai import load_bonsai
+
+        return load_bonsai(folder, dtype=dtype, device=device)
+
     def _rebuild(self, fn, dtype, device) -> "KalmanParams":
         return KalmanParams(**self._mapped_dict(fn), dtype=dtype, device=device, validate=False)
 

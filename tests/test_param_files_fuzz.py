@@ -1,0 +1,143 @@
+"""Fuzzing the Bonsai and native readers: random or damaged bytes give library errors only."""
+
+import hashlib
+import struct
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import lds
+from lds.bonsai import encode_uleb128, tensor_from_bytes, tensor_to_bytes
+from lds.errors import FileFormatError, LfadsToolsError
+
+FUZZ = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+MAGIC = b"\x89LFADS-TOOLS\r\n\x1a\n"
+
+
+@st.composite
+def mutated(draw, base: bytes, start: int = 0):
+    """``base`` with a few bytes replaced, some inserted or deleted, or cut short."""
+    data = bytearray(base)
+    for _ in range(draw(st.integers(1, 6))):
+        kind = draw(st.sampled_from(["replace", "insert", "delete", "truncate"]))
+        if len(data) <= start:
+            break
+        i = draw(st.integers(start, len(data) - 1))
+        if kind == "replace":
+            data[i] = draw(st.integers(0, 255))
+        elif kind == "insert":
+            data[i:i] = draw(st.binary(min_size=1, max_size=8))
+        elif kind == "delete":
+            del data[i:i + draw(st.integers(1, 8))]
+        else:
+            del data[i:]
+    return bytes(data)
+
+
+VALID_TENSOR = tensor_to_bytes(torch.arange(12, dtype=torch.float64).reshape(3, 4))
+
+
+@FUZZ
+@given(st.one_of(st.binary(max_size=80), mutated(VALID_TENSOR),
+                 st.lists(st.integers(0, 2**70), max_size=6).map(lambda v: b"".join(map(encode_uleb128, v)))))
+def test_tensor_reader_random_bytes(data):
+    try:
+        tensor = tensor_from_bytes(data, source="fuzz.bin")
+    except FileFormatError as exc:
+        assert "fuzz.bin" in str(exc)
+        return
+    encoded = tensor_to_bytes(tensor)
+    assert tensor_to_bytes(tensor_from_bytes(encoded)) == encoded
+    payload = encoded[len(encoded) - tensor.numel() * tensor.element_size():]
+    assert payload in data
+
+
+BONSAI_FILES = {}
+
+
+def _bonsai_files():
+    if not BONSAI_FILES:
+        with tempfile.TemporaryDirectory() as folder:
+            lds.random_stable_lds(2, 3, offsets=True, seed=0).save_bonsai(folder)
+            BONSAI_FILES.update({p.name: p.read_bytes() for p in Path(folder).iterdir()})
+    return BONSAI_FILES
+
+
+@FUZZ
+@given(st.data())
+def test_bonsai_folder_reader_damaged_files(data):
+    files = dict(_bonsai_files())
+    names = data.draw(st.lists(st.sampled_from(sorted(files)), min_size=1, max_size=3, unique=True))
+    for name in names:
+        files[name] = data.draw(st.one_of(mutated(files[name]), st.binary(max_size=40)))
+    with tempfile.TemporaryDirectory() as folder:
+        for name, content in files.items():
+            (Path(folder) / name).write_bytes(content)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                params = lds.KalmanParams.load_bonsai(folder)
+            except LfadsToolsError:
+                return
+    assert isinstance(params, lds.KalmanParams)
+    params.validate()
+
+
+NATIVE = {}
+
+
+def _native_file():
+    if not NATIVE:
+        with tempfile.TemporaryDirectory() as folder:
+            params = lds.random_stable_lds(2, [3, 4], offsets=True, seed=0)
+            params.save(Path(folder) / "p.h5", metadata={"description": "fuzz"})
+            NATIVE.update(params=params, data=(Path(folder) / "p.h5").read_bytes())
+    return NATIVE
+
+
+def _load_bytes(content: bytes):
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "fuzz.h5"
+        path.write_bytes(content)
+        return lds.load_params(path)
+
+
+@FUZZ
+@given(st.data())
+def test_native_reader_damaged_files(data):
+    """Any damage to a file (bytes changed, inserted, removed, cut) is refused before HDF5 parsing."""
+    base = _native_file()
+    content = data.draw(st.one_of(mutated(base["data"]), st.binary(max_size=600),
+                                  st.binary(max_size=600).map(lambda b: MAGIC + b)))
+    try:
+        loaded = _load_bytes(content)
+    except FileFormatError as exc:
+        assert "fuzz.h5" in str(exc)
+        return
+    assert loaded == base["params"]  # only padding bytes of the header were touched
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.binary(min_size=0, max_size=2000))
+def test_native_reader_sealed_non_hdf5_body(body):
+    """A correct header over content that is not HDF5 is refused by the HDF5 layer, cleanly."""
+    header = struct.pack("<16sIQ32s", MAGIC, 2, len(body), hashlib.sha256(body).digest()).ljust(512, b"\0")
+    with pytest.raises(FileFormatError, match="cannot read the HDF5 content|fuzz.h5"):
+        _load_bytes(header + body.replace(b"\x89HDF", b"\x00HDF"))
+
+
+def test_damage_inside_arrays_is_reported_as_checksum_error():
+    base = _native_file()["data"]
+    data = bytearray(base)
+    values = np.asarray(_native_file()["params"].A).tobytes()
+    at = bytes(data).find(values)
+    assert at > 512
+    data[at] ^= 0x01
+    with pytest.raises(FileFormatError, match="SHA-256"):
+        _load_bytes(bytes(data))
