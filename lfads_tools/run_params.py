@@ -133,6 +133,15 @@ def _freeze(value):
     return value
 
 
+def json_value(value):
+    """A stored value in JSON-ready form (arrays and tuples as lists)."""
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, tuple):
+        return [json_value(v) for v in value]
+    return value
+
+
 def _is_real_number(value) -> bool:
     return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
 
@@ -295,7 +304,7 @@ class RunParams:
 
     def to_dict(self) -> dict:
         """Every value by name (arrays as lists), e.g. for JSON."""
-        return {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in self._values.items()}
+        return {k: json_value(v) for k, v in self._values.items()}
 
     def differences(self) -> dict:
         """Values that differ from their defaults (``name`` and ``version`` left out)."""

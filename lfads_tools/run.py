@@ -1,0 +1,341 @@
+"""``Run``: one run spec trained with one parameter set, and everything in its folder.
+
+Paths follow lfads-run-manager (``rc.version >= 20171107``)::
+
+    <rc.path>/param_<hash>/<run name>/          run.path
+        lfadsInput/lfads_<ds>.h5                 (links into data_<hash>/<run name>/)
+        lfadsOutput/model_params, fitlog.csv, hyperparameters-<step>.txt,
+                    model_runs_<ds>.h5_{train,valid}_<posterior kind>,
+                    lightning_checkpoints/*.ckpt (lfads-torch)
+        lfads_tools_run.json                     what this library records about the run
+        lds/kalman_params.h5, lds/em_history.json   an LDS fitted by Run.fit_lds
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from lds.containers import DatasetList
+from lds.errors import FileFormatError, MissingFileError, ValidationError
+from lds.fileio import atomic_write_bytes, check_writable
+
+from .fit_log import FitLog
+from .posterior_means import POSTERIOR_KINDS, PosteriorMeans
+from .run_params import DEFAULT_VERSION
+from .run_records import RUN_RECORD_FILE, write_run_record
+
+__all__ = ["Run"]
+
+ON_DISK = ("model_params", "lfads_torch_checkpoint", "posterior_means", "fit_log", "lds_fit")
+
+
+class Run:
+    """One run: its name (the run spec's), parameters, datasets and folder.
+
+    Made by :class:`~lfads_tools.RunCollection`; ``problem`` says why a run found on
+    disk could not be read completely (None when all is well).
+    """
+
+    def __init__(self, run_spec, params, run_collection, param_index: int, param_folder: str | None = None,
+                 problem: str | None = None, source: str = "declared"):
+        self.run_spec, self.params, self.run_collection = run_spec, params, run_collection
+        self.param_index = param_index
+        self.params_string = param_folder or params.param_hash
+        self.problem = problem
+        self.source = source  # where the parameters came from: declared, record, lfads hyperparameters
+
+    # ---- identity ---------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        return self.run_spec.name
+
+    @property
+    def datasets(self) -> list:
+        return self.run_spec.datasets
+
+    @property
+    def dataset_names(self) -> list[str]:
+        return [d.name for d in self.datasets]
+
+    @property
+    def n_datasets(self) -> int:
+        return len(self.datasets)
+
+    @property
+    def version(self) -> int:
+        return self.run_collection.version
+
+    # ---- paths ------------------------------------------------------------------
+    @property
+    def path(self) -> Path:
+        return self.run_collection.path / self.params_string / self.name
+
+    @property
+    def path_common_data(self) -> Path:
+        """``data_<hash>/<run name>``: the LFADS input files shared by params with the same data hash."""
+        data = self.run_collection.path / self.params.data_hash
+        return data / self.name if self.version >= DEFAULT_VERSION else data
+
+    @property
+    def path_lfads_input(self) -> Path:
+        return self.path / "lfadsInput"
+
+    @property
+    def path_lfads_output(self) -> Path:
+        return self.path / "lfadsOutput"
+
+    @property
+    def lfads_input_file_names(self) -> list[str]:
+        return [f"lfads_{name}.h5" for name in self.dataset_names]
+
+    @property
+    def lfads_input_info_file_names(self) -> list[str]:
+        return [f"inputInfo_{name}.mat" for name in self.dataset_names]
+
+    @property
+    def file_model_params(self) -> Path:
+        return self.path_lfads_output / "model_params"
+
+    @property
+    def file_fit_log(self) -> Path:
+        return self.path_lfads_output / "fitlog.csv"
+
+    @property
+    def file_lfads_output(self) -> Path:
+        return self.path / "lfads.out"
+
+    @property
+    def file_run_record(self) -> Path:
+        return self.path / RUN_RECORD_FILE
+
+    @property
+    def path_lds(self) -> Path:
+        return self.path / "lds"
+
+    @property
+    def file_kalman_params(self) -> Path:
+        return self.path_lds / "kalman_params.h5"
+
+    @property
+    def file_lds_history(self) -> Path:
+        return self.path_lds / "em_history.json"
+
+    def posterior_mean_files(self, kind: str | None = None) -> list[tuple[Path, Path]]:
+        """``(train, valid)`` posterior-mean files per dataset; the legacy ``_posterior_sample`` name if only it exists."""
+        kind = self._kind(kind)
+        files = []
+        for name in self.dataset_names:
+            pair = tuple(self.path_lfads_output / f"model_runs_{name}.h5_{split}_{kind}" for split in ("train", "valid"))
+            legacy = tuple(self.path_lfads_output / f"model_runs_{name}.h5_{split}_posterior_sample"
+                           for split in ("train", "valid"))
+            use_legacy = kind == POSTERIOR_KINDS[0] and not pair[0].exists() and legacy[0].exists()
+            files.append(legacy if use_legacy else pair)
+        return files
+
+    def lfads_torch_checkpoint(self) -> Path | None:
+        """The best lfads-torch checkpoint (``<epoch>-<step>.ckpt``, else ``last.ckpt``) in ``lfadsOutput``."""
+        folder = self.path_lfads_output / "lightning_checkpoints"
+        candidates = sorted(folder.glob("*.ckpt")) if folder.is_dir() else []
+        candidates = candidates or sorted(self.path_lfads_output.glob("*.ckpt"))
+        best = [c for c in candidates if c.name != "last.ckpt"]
+        return (best or candidates or [None])[-1]
+
+    def _kind(self, kind: str | None) -> str:
+        kind = kind or self.params.posterior_mean_kind
+        if kind not in POSTERIOR_KINDS:
+            raise ValidationError(f"posterior mean kind must be one of {POSTERIOR_KINDS}, got {kind!r}")
+        return kind
+
+    # ---- what is on disk --------------------------------------------------------
+    def on_disk(self) -> dict[str, bool]:
+        """Which results the folder holds (one directory listing of ``lfadsOutput``)."""
+        try:
+            with os.scandir(self.path_lfads_output) as entries:
+                names = {e.name for e in entries}
+        except (FileNotFoundError, NotADirectoryError):
+            names = set()
+        kinds = POSTERIOR_KINDS + ("posterior_sample",)
+
+        def has_posterior(ds, split):
+            return any(f"model_runs_{ds}.h5_{split}_{kind}" in names for kind in kinds)
+
+        posterior = bool(self.dataset_names) and all(
+            has_posterior(ds, "train") and has_posterior(ds, "valid") for ds in self.dataset_names)
+        checkpoint = any(n.endswith(".ckpt") for n in names) or (
+            "lightning_checkpoints" in names and self.lfads_torch_checkpoint() is not None)
+        return {
+            "model_params": "model_params" in names,
+            "lfads_torch_checkpoint": checkpoint,
+            "posterior_means": posterior,
+            "fit_log": "fitlog.csv" in names,
+            "lds_fit": self.file_kalman_params.is_file(),
+        }
+
+    def prepare_folder(self, overwrite: bool = False) -> Path:
+        """Create the run folder (with ``lfadsInput``/``lfadsOutput``) and write its record."""
+        self.path_lfads_input.mkdir(parents=True, exist_ok=True)
+        self.path_lfads_output.mkdir(exist_ok=True)
+        write_run_record(self, overwrite=overwrite)
+        return self.path
+
+    # ---- results ----------------------------------------------------------------
+    def load_model_trained_params(self, **options):
+        """The trained LFADS weights (TF ``model_params``, else an lfads-torch checkpoint), in dataset order."""
+        checkpoint = None if self.file_model_params.is_file() else self.lfads_torch_checkpoint()
+        if self.file_model_params.is_file() or checkpoint is not None:
+            from .model_trained_params import ModelTrainedParams
+
+            if checkpoint is None:
+                return ModelTrainedParams.from_tf_model_params(self.file_model_params,
+                                                               dataset_names=self.dataset_names, **options)
+            return ModelTrainedParams.from_lfads_torch(checkpoint, dataset_names=self.dataset_names, **options)
+        raise MissingFileError(f"run {self.name} ({self.params_string}) has no trained model: neither "
+                               f"{self.file_model_params} nor an lfads-torch checkpoint (*.ckpt) in "
+                               f"{self.path_lfads_output}")
+
+    def load_fit_log(self) -> FitLog:
+        return FitLog(self.file_fit_log, run_name=self.name)
+
+    def _trial_split(self, index: int, train_file: Path, valid_file: Path) -> dict:
+        """0-based train/valid trial indices (and time, conditions, counts when known) for one dataset."""
+        input_file = self.path_lfads_input / self.lfads_input_file_names[index]
+        info_file = self.path_lfads_input / self.lfads_input_info_file_names[index]
+        info = _read_input_info(info_file) if info_file.is_file() else {}
+        split = {}
+        if input_file.is_file():
+            split = _read_split(input_file)
+        elif "trainInds" in info and "validInds" in info:
+            split = {"train_inds": np.ravel(info["trainInds"]).astype(np.int64) - 1,
+                     "valid_inds": np.ravel(info["validInds"]).astype(np.int64) - 1}
+        if not split:  # the run manager's deterministic split: every (ratio+1)-th trial from the first is valid
+            n = _rows(train_file) + _rows(valid_file)
+            valid = np.arange(0, n, int(self.params.trainToTestRatio) + 1)
+            split = {"train_inds": np.setdiff1d(np.arange(n), valid), "valid_inds": valid}
+        if "seq_timeVector" in info and "seq_binSizeMs" in info:
+            step = max(1, int(round(self.params.spikeBinMs / float(np.ravel(info["seq_binSizeMs"])[0]))))
+            split["time"] = np.ravel(info["seq_timeVector"])[::step]
+        if "conditionId" in info:
+            split["condition_ids"] = np.ravel(info["conditionId"])
+        if "counts" in info:
+            split["raw_counts"] = np.asarray(info["counts"])
+        return split
+
+    def load_posterior_means(self, kind: str | None = None) -> DatasetList:
+        """One :class:`PosteriorMeans` per dataset (a ``DatasetList`` by dataset name), rates in spikes/s."""
+        kind = self._kind(kind)
+        means = []
+        for index, (train_file, valid_file) in enumerate(self.posterior_mean_files(kind)):
+            split = self._trial_split(index, train_file, valid_file)
+            means.append(PosteriorMeans.from_tf_files(
+                train_file, valid_file, spike_bin_ms=self.params.spikeBinMs, kind=kind,
+                dataset_name=self.dataset_names[index], **split))
+        return DatasetList(means, names=self.dataset_names)
+
+    # ---- linear dynamical systems -------------------------------------------------
+    def fit_lds(self, overwrite: bool = False, **em_options):
+        """Fit a ``KalmanParams`` by EM on the run's datasets and store it in ``lds/``.
+
+        One dataset gives a single-session model; several give the multi-session model
+        (shared dynamics, one observation model per dataset, named after the datasets).
+        ``em_options`` go to :func:`lds.fit_em`; the EM history goes to ``em_history.json``.
+        """
+        import lds
+
+        for file in (self.file_kalman_params, self.file_lds_history):
+            check_writable(file, overwrite)
+        data = {d.name: d.load_data() for d in self.datasets}
+        if not data:
+            raise ValidationError(f"run {self.name} has no datasets to fit")
+        result = lds.fit_em(data if len(data) > 1 else next(iter(data.values())), **em_options)
+        self.prepare_folder()
+        self.path_lds.mkdir(exist_ok=True)
+        history = {
+            "run_name": self.name,
+            "param_hash": self.params.param_hash,
+            "datasets": self.dataset_names,
+            "log_likelihoods": [float(v) for v in result.log_likelihoods],
+            "converged": bool(result.converged),
+            "num_iterations": int(result.num_iterations),
+            "em_options": {k: v if isinstance(v, (int, float, str, bool, type(None))) else repr(v)
+                           for k, v in em_options.items()},
+        }
+        result.params.save(self.file_kalman_params, metadata={"run_name": self.name, "datasets": self.dataset_names,
+                                                              "log_likelihood": history["log_likelihoods"][-1]},
+                           overwrite=overwrite)
+        atomic_write_bytes(self.file_lds_history, json.dumps(history, indent=1).encode("utf-8"), overwrite=overwrite)
+        return result
+
+    def load_kalman_params(self):
+        """The LDS fitted by :meth:`fit_lds`."""
+        from lds import KalmanParams
+
+        if not self.file_kalman_params.is_file():
+            raise MissingFileError(f"run {self.name} ({self.params_string}) has no LDS fit: "
+                                   f"{self.file_kalman_params} does not exist (call fit_lds first)")
+        return KalmanParams.load(self.file_kalman_params)
+
+    def load_lds_history(self) -> dict:
+        """The EM history of :meth:`fit_lds`: log-likelihoods, convergence, iterations, options."""
+        from .run_records import _read_json
+
+        return _read_json(self.file_lds_history, "LDS fit history")
+
+    # ---- display -----------------------------------------------------------------
+    def __eq__(self, other):
+        if not isinstance(other, Run):
+            return NotImplemented
+        return (self.name == other.name and self.params_string == other.params_string
+                and self.dataset_names == other.dataset_names and self.run_collection is other.run_collection)
+
+    __hash__ = object.__hash__
+
+    def __repr__(self) -> str:
+        disk = self.on_disk()
+        fields = [
+            ("name", repr(self.name)), ("params", f"{self.params_string} {self.params.data_hash}"),
+            ("differences", self.params.short_differences()),
+            ("datasets", f"{{{self.n_datasets}x1 cell}}: " + ", ".join(self.dataset_names)),
+            ("path", str(self.path)), ("params from", self.source),
+            ("on disk", ", ".join(k for k in ON_DISK if disk[k]) or "nothing yet"),
+        ]
+        if self.problem:
+            fields.append(("problem", self.problem))
+        width = max(len(k) for k, _ in fields) + 4
+        return f"  {type(self).__name__} with properties:\n\n" + "\n".join(
+            f"{k.rjust(width)}: {v}" for k, v in fields) + "\n"
+
+
+def _rows(path: Path) -> int:
+    """Number of trials in a posterior file (0 if it cannot be read; the loader reports why)."""
+    try:
+        with h5py.File(path, "r") as f:
+            return int(f["factors"].shape[0]) if "factors" in f else 0
+    except (OSError, ValueError):
+        return 0
+
+
+def _read_split(path: Path) -> dict:
+    """``train_inds`` / ``valid_inds`` (1-based in the file) of an LFADS input file, 0-based."""
+    try:
+        with h5py.File(path, "r") as f:
+            missing = [k for k in ("train_inds", "valid_inds") if k not in f]
+            if missing:
+                raise FileFormatError(f"LFADS input file {path} lacks {missing}, needed to put trials back in order")
+            return {key: np.asarray(f[key][()]).ravel().astype(np.int64) - 1 for key in ("train_inds", "valid_inds")}
+    except OSError as exc:
+        raise FileFormatError(f"LFADS input file {path} could not be read as HDF5: {exc}") from None
+
+
+def _read_input_info(path: Path) -> dict:
+    """The MATLAB ``inputInfo_<ds>.mat`` of lfads-run-manager (v5/v7 .mat files)."""
+    import scipy.io
+
+    try:
+        return scipy.io.loadmat(path)
+    except (ValueError, TypeError, OSError, NotImplementedError) as exc:
+        raise FileFormatError(f"input info file {path} could not be read as a MATLAB .mat file: {exc}") from None

@@ -1,0 +1,361 @@
+"""``RunSpec`` and ``RunCollection``: the grid of runs (run specs x parameter sets).
+
+A :class:`RunCollection` lives in ``<root_path>/<name>``; each parameter set has a
+``param_<hash>`` folder and each run spec a folder inside it. Runs are found with
+:meth:`RunCollection.find_runs` (0-based indices, names, hashes or objects) and listed
+with :meth:`RunCollection.runs_table`. :meth:`RunCollection.from_disk` rebuilds a
+collection from an existing tree without declaring anything again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+from tabulate import tabulate
+from tqdm.auto import tqdm
+
+from lds.errors import FileFormatError, LfadsToolsError, LibraryWarning, MissingFileError, ValidationError
+
+from .datasets import Dataset, DatasetCollection, select_indices
+from .run import ON_DISK, Run
+from .run_params import DEFAULT_VERSION, RunParams
+from .run_records import (RUN_RECORD_FILE, dataset_names_from_lfads_hyperparameters, find_hyperparameters_file,
+                          params_from_lfads_hyperparameters, params_from_record, read_lfads_hyperparameters,
+                          read_run_record)
+
+__all__ = ["RunSpec", "RunCollection"]
+
+
+def _is_single(search) -> bool:
+    return search is not None and not isinstance(search, (list, tuple, np.ndarray, range))
+
+
+class RunSpec:
+    """A named selection of datasets, trained together (one folder per parameter set).
+
+    ``datasets`` are Dataset objects, or names / 0-based indices / a mask into
+    ``dataset_collection``; their order is the run's dataset order.
+    """
+
+    def __init__(self, name: str, datasets, dataset_collection: DatasetCollection | None = None, comment: str = ""):
+        if not isinstance(name, str) or not name or name in (".", "..") or "/" in name or os.sep in name:
+            raise ValidationError(f"a run spec name must be a non-empty folder name, got {name!r}")
+        items = list(datasets) if isinstance(datasets, (list, tuple)) else [datasets]
+        if all(isinstance(d, Dataset) for d in items):
+            self.datasets = items
+            dataset_collection = dataset_collection or (items[0].collection if items else None)
+        elif dataset_collection is None:
+            raise ValidationError(f"run spec {name!r}: datasets given by name or index need a dataset_collection")
+        else:
+            self.datasets = [dataset_collection.datasets[i] for i in dataset_collection.find_datasets(datasets)]
+        self.name, self.dataset_collection, self.comment = name, dataset_collection, comment
+
+    @property
+    def dataset_names(self) -> list[str]:
+        return [d.name for d in self.datasets]
+
+    @property
+    def n_datasets(self) -> int:
+        return len(self.datasets)
+
+    def __eq__(self, other):
+        if not isinstance(other, RunSpec):
+            return NotImplemented
+        return self.name == other.name and self.dataset_names == other.dataset_names
+
+    __hash__ = object.__hash__
+
+    def __repr__(self) -> str:
+        return f'{type(self).__name__} "{self.name}" ({self.n_datasets} datasets: {", ".join(self.dataset_names)})'
+
+
+class RunCollection:
+    """Run specs crossed with parameter sets, under ``<root_path>/<name>``.
+
+    >>> rc = RunCollection("/data/runs", "exp1", dc)
+    >>> rc.add_run_spec(RunSpec("single_dataset001", "dataset001", dc))
+    >>> rc.add_params(RunParams(c_factors_dim=8))
+    >>> run = rc.find_runs("single_dataset001", 0)       # MATLAB: rc.findRuns('single_dataset001', 1)
+    """
+
+    def __init__(self, root_path, name: str, dataset_collection: DatasetCollection | None = None,
+                 version: int = DEFAULT_VERSION, comment: str = ""):
+        self.root_path, self.name = Path(root_path), name
+        self.dataset_collection, self.version, self.comment = dataset_collection, int(version), comment
+        self.run_specs: list[RunSpec] = []
+        self.params: list[RunParams] = []
+        self._param_folders: list[str] = []
+        self._problems: dict[tuple[str, str], str] = {}
+        self._sources: dict[tuple[str, str], str] = {}
+        self._runs = np.empty((0, 0), dtype=object)
+
+    # ---- building the grid -----------------------------------------------------------
+    @property
+    def path(self) -> Path:
+        return self.root_path / self.name
+
+    @property
+    def param_hashes(self) -> list[str]:
+        """The ``param_<hash>`` folder of each parameter set."""
+        return list(self._param_folders)
+
+    @property
+    def n_run_specs(self) -> int:
+        return len(self.run_specs)
+
+    @property
+    def n_params(self) -> int:
+        return len(self.params)
+
+    @property
+    def n_runs(self) -> int:
+        return self.n_run_specs * self.n_params
+
+    @property
+    def runs(self) -> np.ndarray:
+        """All runs as an ``[n_run_specs, n_params]`` object array (``rc.runs[i_spec, i_param]``)."""
+        return self._runs
+
+    def add_run_spec(self, run_specs) -> None:
+        """Add run specs; one with the name of an existing spec replaces it."""
+        for spec in run_specs if isinstance(run_specs, (list, tuple)) else [run_specs]:
+            if not isinstance(spec, RunSpec):
+                raise ValidationError(f"add_run_spec takes RunSpec objects, got {type(spec).__name__}")
+            if self.dataset_collection is not None and spec.dataset_collection not in (None, self.dataset_collection):
+                raise ValidationError(f"run spec {spec.name!r} uses another dataset collection than {self.name!r}")
+            names = [s.name for s in self.run_specs]
+            if spec.name in names:
+                old = self.run_specs[names.index(spec.name)]
+                if old.dataset_names != spec.dataset_names:
+                    warnings.warn(f"replacing run spec {spec.name!r} (datasets {old.dataset_names} -> "
+                                  f"{spec.dataset_names})", LibraryWarning, stacklevel=2)
+                self.run_specs[names.index(spec.name)] = spec
+            else:
+                self.run_specs.append(spec)
+        self._generate_runs()
+
+    def add_params(self, params) -> None:
+        """Add parameter sets (copies carrying the collection's version); equal hashes replace."""
+        for p in params if isinstance(params, (list, tuple)) else [params]:
+            if not isinstance(p, RunParams):
+                raise ValidationError(f"add_params takes RunParams objects, got {type(p).__name__}")
+            p = p.copy(version=self.version)
+            if p.param_hash in self._param_folders:
+                self.params[self._param_folders.index(p.param_hash)] = p
+            else:
+                self.params.append(p)
+                self._param_folders.append(p.param_hash)
+        self._generate_runs()
+
+    def _generate_runs(self) -> None:
+        """Rebuild the run grid, keeping Run objects whose spec and params are unchanged."""
+        old = {(r.name, r.params_string): r for r in self._runs.flat}
+        grid = np.empty((self.n_run_specs, self.n_params), dtype=object)
+        for i, spec in enumerate(self.run_specs):
+            for j, (params, folder) in enumerate(zip(self.params, self._param_folders)):
+                run = old.get((spec.name, folder))
+                if run is None or run.run_spec is not spec or run.params is not params:
+                    run = Run(spec, params, self, j, param_folder=folder,
+                              problem=self._problems.get((spec.name, folder)),
+                              source=self._sources.get((spec.name, folder), "declared"))
+                grid[i, j] = run
+        self._runs = grid
+
+    # ---- queries ---------------------------------------------------------------------
+    def find_run_specs(self, search) -> list[int]:
+        """0-based positions of run specs given by name, RunSpec, index, mask or a list (None = all)."""
+        specs = self.run_specs
+        return select_indices(search, [s.name for s in specs], "run spec",
+                              match=lambda s: specs.index(s) if isinstance(s, RunSpec) and s in specs else None)
+
+    def find_params(self, search) -> list[int]:
+        """0-based positions of parameter sets given by RunParams, ``'param_XXXXXX'``, ``'XXXXXX'``, index or mask."""
+        folders = self._param_folders
+
+        def normalize(item):
+            if isinstance(item, RunParams):
+                return item.param_hash
+            if isinstance(item, str) and not item.startswith("param_"):
+                return "param_" + item
+            return item
+
+        if search is not None and not isinstance(search, np.ndarray):
+            search = [normalize(s) for s in search] if isinstance(search, (list, tuple)) else normalize(search)
+        return select_indices(search, folders, "parameter set")
+
+    def find_runs(self, run_spec_search=None, param_search=None):
+        """Runs matching both searches; ``None`` means all.
+
+        A single Run when each search names one entry (MATLAB: ``rc.findRuns('all', 1)``
+        is ``rc.find_runs('all', 0)``), else a list ordered by params, then run spec
+        (MATLAB's column-major ``rc.runs(:)`` order).
+        """
+        rows, cols = self.find_run_specs(run_spec_search), self.find_params(param_search)
+        if _is_single(run_spec_search) and _is_single(param_search):
+            return self._runs[rows[0], cols[0]]
+        return [self._runs[i, j] for j in cols for i in rows]
+
+    # ---- listing ---------------------------------------------------------------------
+    def runs_rows(self) -> list[dict]:
+        """One dict per run (params-major order): indices, names, path and what is on disk."""
+        rows = []
+        for j in range(self.n_params):
+            for i in range(self.n_run_specs):
+                run = self._runs[i, j]
+                disk = run.on_disk()
+                status = run.problem or ("" if run.path.is_dir() else "no folder yet")
+                rows.append({"spec": i, "param": j, "name": run.name, "params": run.params_string,
+                             "path": str(run.path), **disk, "problem": status})
+        return rows
+
+    def runs_table(self, tablefmt: str = "simple", full_paths: bool = False) -> str:
+        """Table of every run: name, params hash, path and which results exist (✓)."""
+        headers = ["#", "run spec", "params", "path", "model_params", "lfads-torch ckpt", "posterior means",
+                   "fit log", "LDS fit", "problem"]
+        body = []
+        for row in self.runs_rows():
+            path = row["path"] if full_paths else os.path.relpath(row["path"], self.path)
+            body.append([f"({row['spec']},{row['param']})", row["name"], row["params"], path,
+                         *("✓" if row[k] else "" for k in ON_DISK), row["problem"]])
+        return tabulate(body, headers=headers, tablefmt=tablefmt)
+
+    def prepare_folders(self, progress: bool = True) -> None:
+        """Create every run folder and write its ``lfads_tools_run.json``."""
+        for run in tqdm(list(self._runs.flat), desc="preparing runs", disable=not progress):
+            run.prepare_folder()
+
+    # ---- rebuilding from disk --------------------------------------------------------
+    @classmethod
+    def from_disk(cls, root_path, name: str, dataset_collection: DatasetCollection | None = None,
+                  params_class: type | None = None, progress: bool = True) -> "RunCollection":
+        """Rebuild a collection from ``<root_path>/<name>``.
+
+        Each run folder is described by its ``lfads_tools_run.json`` or, for folders made
+        elsewhere, by LFADS's ``hyperparameters-*.txt``. A folder that cannot be read is
+        kept in the listing with ``run.problem`` saying why. ``params_class`` is the
+        user's RunParams subclass, if any (otherwise subclass parameters are rebuilt from
+        the records).
+        """
+        rc = cls(root_path, name, dataset_collection)
+        if not rc.path.is_dir():
+            raise MissingFileError(f"run collection folder {rc.path} does not exist")
+        folders = [(p.name, r.name) for p in sorted(_subfolders(rc.path)) if p.name.startswith("param_")
+                   for r in sorted(_subfolders(p))]
+        scanner = _FolderScanner(rc, params_class)
+        for param_folder, run_name in tqdm(folders, desc=f"reading {name}", disable=not progress):
+            scanner.read(param_folder, run_name)
+        scanner.finish()
+        return rc
+
+    # ---- display ---------------------------------------------------------------------
+    def __repr__(self) -> str:
+        dc = self.dataset_collection
+        lines = [f'{type(self).__name__} "{self.name}" ({self.n_run_specs} run specs x {self.n_params} params '
+                 f"= {self.n_runs} runs)",
+                 f"  path: {self.path}", f"  version: {self.version}",
+                 f'  dataset collection: "{dc.name}" ({dc.n_datasets} datasets)' if dc else "  dataset collection: []",
+                 "", "  Run specs:"]
+        lines += [f"    [{i}] {s.name}  ({s.n_datasets} datasets: {', '.join(s.dataset_names)})"
+                  for i, s in enumerate(self.run_specs)] or ["    (none)"]
+        lines += ["", "  Params:"]
+        lines += [f"    [{j}] {folder} {p.data_hash}  {p.short_differences()}"
+                  for j, (p, folder) in enumerate(zip(self.params, self._param_folders))] or ["    (none)"]
+        broken = sum(1 for r in self._runs.flat if r.problem)
+        if broken:
+            lines += ["", f"  {broken} run(s) could not be read completely; see runs_table()"]
+        return "\n".join(lines) + "\n"
+
+
+def _subfolders(path: Path) -> list[Path]:
+    with os.scandir(path) as entries:
+        return [Path(e.path) for e in entries if e.is_dir() and not e.name.startswith(".")]
+
+
+class _FolderScanner:
+    """Reads run folders for :meth:`RunCollection.from_disk`, then fills the collection."""
+
+    def __init__(self, rc: RunCollection, params_class):
+        self.rc, self.params_class = rc, params_class
+        self.folders: list[str] = []
+        self.params_by_folder: dict[str, RunParams] = {}
+        self.datasets_by_run: dict[str, list[dict]] = {}
+        self.collection_info: dict | None = None
+        self._params_cache: dict[str, RunParams] = {}
+
+    def read(self, param_folder: str, run_name: str) -> None:
+        key = (run_name, param_folder)
+        if param_folder not in self.folders:
+            self.folders.append(param_folder)
+        try:
+            params, datasets, source = self._describe(self.rc.path / param_folder / run_name)
+        except (LfadsToolsError, OSError) as exc:
+            self.rc._problems[key] = str(exc)
+            self.rc._sources[key] = "unreadable"
+            self.datasets_by_run.setdefault(run_name, [])
+            return
+        self.rc._sources[key] = source
+        self.datasets_by_run.setdefault(run_name, [])
+        if not self.datasets_by_run[run_name]:
+            self.datasets_by_run[run_name] = datasets
+        known = self.params_by_folder.setdefault(param_folder, params)
+        if source == "record" and params.param_hash != param_folder:
+            self.rc._problems[key] = (f"{RUN_RECORD_FILE} gives parameters hashing to {params.param_hash}, "
+                                      f"but the run lies in {param_folder}")
+        elif known is not params and known.param_hash != params.param_hash:
+            self.rc._problems[key] = f"its parameters ({params.param_hash}) differ from other runs in {param_folder}"
+
+    def _describe(self, folder: Path) -> tuple[RunParams, list[dict], str]:
+        record_file = folder / RUN_RECORD_FILE
+        if record_file.is_file():
+            record = read_run_record(record_file)
+            cache_key = json.dumps([record["params_class"], record["extra_parameters"], record["params"]],
+                                   sort_keys=True)
+            if cache_key not in self._params_cache:
+                self._params_cache[cache_key] = params_from_record(record, record_file, self.params_class)
+            if self.collection_info is None and isinstance(record.get("dataset_collection"), dict):
+                self.collection_info = record["dataset_collection"]
+            return self._params_cache[cache_key], _dataset_entries(record["datasets"], record_file), "record"
+        hps_file = find_hyperparameters_file(folder / "lfadsOutput")
+        if hps_file is None:
+            raise MissingFileError(f"neither {RUN_RECORD_FILE} nor lfadsOutput/hyperparameters-*.txt found")
+        hps = read_lfads_hyperparameters(hps_file)
+        names = dataset_names_from_lfads_hyperparameters(hps, hps_file)
+        params = params_from_lfads_hyperparameters(hps, hps_file, self.params_class or RunParams, len(names))
+        return params, [{"name": n} for n in names], "lfads hyperparameters"
+
+    def finish(self) -> None:
+        rc = self.rc
+        if rc.dataset_collection is None:
+            info = self.collection_info or {}
+            rc.dataset_collection = DatasetCollection(info.get("path"), info.get("name", ""))
+            for entries in self.datasets_by_run.values():
+                for e in entries:
+                    if e["name"] not in rc.dataset_collection.names:
+                        Dataset(rc.dataset_collection, e.get("rel_path"), name=e["name"], n_trials=e.get("n_trials"),
+                                n_channels=e.get("n_channels"), subject=e.get("subject") or "")
+        dc = rc.dataset_collection
+        for run_name in sorted(self.datasets_by_run):
+            names = [e["name"] for e in self.datasets_by_run[run_name]]
+            unknown = [n for n in names if n not in dc.names]
+            if unknown:
+                for folder in self.folders:
+                    if (run_name, folder) in rc._sources:
+                        rc._problems.setdefault((run_name, folder), f"datasets {unknown} are not in the dataset "
+                                                                    f"collection {dc.name!r}")
+            datasets = [dc[n] if n in dc.names else Dataset(name=n) for n in names]
+            rc.run_specs.append(RunSpec(run_name, datasets, dc))
+        for folder in self.folders:
+            rc.params.append(self.params_by_folder.get(folder) or RunParams())
+            rc._param_folders.append(folder)
+        rc._generate_runs()
+
+
+def _dataset_entries(entries, where) -> list[dict]:
+    """Check the ``datasets`` list of a run record: objects with at least a string name."""
+    if not all(isinstance(e, dict) and isinstance(e.get("name"), str) and e["name"] for e in entries):
+        raise FileFormatError(f"run record {where}: every entry of 'datasets' needs a non-empty 'name'")
+    return entries
