@@ -34,6 +34,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .containers import DatasetList
+from .checkpoint import EMCheckpoints, data_fingerprint
 from .errors import LikelihoodDecreaseWarning, UnknownParameterError, ValidationError
 from .kalman import SessionModel, cholesky, filter_trial, session_models, smooth_trial, symmetrize
 from .observations import Observations, prepare
@@ -286,7 +287,8 @@ def _likelihood_change(previous: float, current: float, dtype: torch.dtype) -> t
 
 
 def fit_em(y, params: KalmanParams | None = None, num_states: int | None = None, max_iter: int = 100,
-           tol: float = 1e-4, estimate=None, progress: bool = True) -> EMResult:
+           tol: float = 1e-4, estimate=None, progress: bool = True, checkpoint_dir=None,
+           checkpoint_every: int = 1, keep_last: int = 3, keep_best: bool = True, resume: bool = True) -> EMResult:
     """Fit an LDS to ``y`` by EM; returns an :class:`EMResult`.
 
     ``y``: one sequence ``[T, N]``, a batch ``[B, T, N]``, a list of trials, or (several
@@ -297,24 +299,40 @@ def fit_em(y, params: KalmanParams | None = None, num_states: int | None = None,
     log-likelihood, ``(LL_i - LL_{i-1}) / |LL_{i-1}|``, is below ``tol``, or after
     ``max_iter`` iterations (``max_iter=1`` gives one history entry and the
     once-updated parameters).
+
+    ``checkpoint_dir``: save the parameters at the start of every ``checkpoint_every``-th
+    iteration there (atomic native files with the log-likelihood history and options,
+    see :mod:`lds.checkpoint`), keeping the ``keep_last`` newest and (``keep_best``) the
+    one of highest log-likelihood. With ``resume=True`` a fit continues from the latest
+    valid checkpoint and ends with exactly the parameters of an uninterrupted run.
     """
     if int(max_iter) < 1:
         raise ValidationError(f"max_iter must be a positive integer, got {max_iter}")
     if not (tol >= 0 and math.isfinite(tol)):
         raise ValidationError(f"tol must be a finite number >= 0, got {tol}")
     est = _estimate_set(estimate)
+    checkpoints, restored = None, None
+    if checkpoint_dir is not None:
+        checkpoints = EMCheckpoints(checkpoint_dir, checkpoint_every, keep_last, keep_best,
+                                    options={"data_sha256": data_fingerprint(y), "estimate": sorted(est),
+                                             "tol": tol, "max_iter": int(max_iter)})
+        restored = checkpoints.begin(resume, int(max_iter), device=None if params is None else params.device)
+        if restored is not None:
+            params = restored.params
     if params is None:
         params = _initial_params(y, num_states)
     elif num_states is not None and int(num_states) != params.num_states:
         raise ValidationError(f"num_states={num_states} disagrees with params.num_states={params.num_states}")
     params.validate()
     params, data = prepare(params, y)
-    log_likelihoods: list[float] = []
-    termination, previous, num_updates = "max_iter", None, 0
-    bar = tqdm(total=int(max_iter), desc="EM", unit="it", disable=not progress, leave=False)
-    for iteration in range(int(max_iter)):
+    log_likelihoods: list[float] = [] if restored is None else restored.log_likelihoods
+    start = 0 if restored is None else restored.iteration
+    termination, previous, num_updates = "max_iter", None, start
+    bar = tqdm(total=int(max_iter), initial=start, desc="EM", unit="it", disable=not progress, leave=False)
+    for iteration in range(start, int(max_iter)):
         stats = expected_statistics(params, data)
-        log_likelihoods.append(float(stats.log_likelihood))
+        if len(log_likelihoods) == iteration:  # a resumed iteration has its entry already
+            log_likelihoods.append(float(stats.log_likelihood))
         bar.update(1)
         bar.set_postfix(log_likelihood=f"{log_likelihoods[-1]:.6g}")
         if iteration > 0:
@@ -330,6 +348,8 @@ def fit_em(y, params: KalmanParams | None = None, num_states: int | None = None,
             if change < tol:
                 termination = "converged"
                 break
+        if checkpoints is not None:
+            checkpoints.step(iteration, params, log_likelihoods)
         previous = params
         params = m_step(params, stats, est)
         num_updates += 1

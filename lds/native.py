@@ -210,12 +210,13 @@ def container_arrays(obj: ParamsContainer) -> dict:
 
 
 def save_params(obj: ParamsContainer, path, metadata: Mapping | None = None, overwrite: bool = False,
-                **sections) -> Path:
+                verify: bool = False, **sections) -> Path:
     """Write ``obj`` to ``path`` in the native format, atomically.
 
     ``metadata`` is the caller's JSON-serializable dict (description, metrics, ...).
     Extra keyword sections (used by checkpoints) are stored beside it in the metadata.
-    An existing file is replaced only with ``overwrite=True``.
+    An existing file is replaced only with ``overwrite=True``. ``verify=True`` reads the
+    written file back and checks it before it takes the final name.
     """
     if not isinstance(obj, ParamsContainer):
         raise ValidationError(f"save_params needs a ParamsContainer (e.g. KalmanParams), got {type(obj).__name__}")
@@ -242,6 +243,8 @@ def save_params(obj: ParamsContainer, path, metadata: Mapping | None = None, ove
                 else:
                     f.create_dataset(name, data=value).attrs["sha256"] = array_sha256(value)
         _write_header(tmp)
+        if verify:
+            _read_document(tmp)
     return Path(path)
 
 

@@ -369,8 +369,8 @@ def _split_sessions(name, value, names):
         if isinstance(value, (DatasetList, Mapping)):
             raise ValidationError(f"{name} is per-session but no dataset_names were given")
         return [value]
-    if value is None or (isinstance(value, DatasetList) and len(value) == 0):
-        return [None] * len(names)
+    if value is None or (isinstance(value, (DatasetList, Mapping)) and len(value) == 0):
+        return [None] * len(names)  # absent (an empty DatasetList, or {} from to_dict)
     if isinstance(value, (DatasetList, Mapping)):
         keys = value.names if isinstance(value, DatasetList) else list(value)
         missing = [n for n in names if n not in keys]
