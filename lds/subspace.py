@@ -111,21 +111,25 @@ def _identify(trials, num_states, max_lag, threshold, where) -> dict:
     consecutive = [(start[1:] - start[:-1]) == 1 for start in starts]
     X_prev = torch.cat([x[:, :-1][:, c] for x, c in zip(states, consecutive)], dim=1)
     X_next = torch.cat([x[:, 1:][:, c] for x, c in zip(states, consecutive)], dim=1)
-    X = torch.cat(states, dim=1)
     A = torch.linalg.lstsq(X_prev.T, X_next.T).solution.T
-    W = X_next - A @ X_prev
-    residual = torch.cat([f[:N] for f in futures], dim=1) - C @ X
+    # Noise covariances by covariance matching: the lag-1 covariance of the data,
+    # Cov(y_{t+1}, y_t) = C A Σ Cᵀ, holds no measurement noise and fixes the state
+    # covariance Σ; then Q = Σ - A Σ Aᵀ and R = Cov(y_t) - C Σ Cᵀ.
+    now = torch.cat([f[:N] for f in futures], dim=1)
+    before = torch.cat([p[-N:] for p in pasts], dim=1)
+    lag0, lag1 = now @ now.T / count, now @ before.T / count
+    state_cov = _floor_spd(torch.linalg.pinv(C @ A) @ lag1 @ torch.linalg.pinv(C).T)
     return dict(
         A=A, C=C, d=mean,
-        Q=_floor_spd(W @ W.T / W.shape[1]),
-        R=_floor_spd(residual @ residual.T / X.shape[1]),
-        m0=torch.stack([x[:, 0] for x in states]).mean(0),
-        V0=_floor_spd(X @ X.T / X.shape[1]),
+        Q=_floor_spd(state_cov - A @ state_cov @ A.T),
+        R=_floor_spd(lag0 - C @ state_cov @ C.T),
+        m0=torch.zeros(K, dtype=A.dtype, device=A.device),
+        V0=state_cov,
     )
 
 
-def _floor_spd(matrix: torch.Tensor, relative: float = 1e-6) -> torch.Tensor:
-    """The symmetric matrix with its eigenvalues raised to at least ``relative`` times the largest."""
+def _floor_spd(matrix: torch.Tensor, relative: float = 1e-3) -> torch.Tensor:
+    """The symmetric matrix with its eigenvalues raised to at least ``relative`` times their mean."""
     eigvals, eigvecs = torch.linalg.eigh(symmetrize(matrix))
-    floor = max(float(eigvals.max()), 1e-12) * relative
+    floor = max(float(eigvals.clamp(min=0).mean()), 1e-12) * relative
     return symmetrize((eigvecs * eigvals.clamp(min=floor)) @ eigvecs.T)

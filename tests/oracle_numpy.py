@@ -7,6 +7,7 @@ the reference's EM sums. It shares no code with the ``lds`` package.
 """
 
 import numpy as np
+import scipy.linalg
 
 LOG_2PI = np.log(2 * np.pi)
 
@@ -35,14 +36,14 @@ def kalman_filter(y, A, Q, C, R, m0, V0, b=None, d=None):
         if obs.any():
             Co, Ro, do = C[obs], R[np.ix_(obs, obs)], d[obs]
             S = _sym(Co @ P @ Co.T + Ro)
-            Sinv = np.linalg.inv(S)
-            gain = P @ Co.T @ Sinv
+            lu = scipy.linalg.lu_factor(S)  # one LU for the gain, the quadratic form and log|S|
+            gain = scipy.linalg.lu_solve(lu, Co @ P).T  # P Coᵀ S⁻¹ (S and P symmetric)
             innov = y[t, obs] - Co @ x - do
             x = x + gain @ innov
             out["KC"][t] = gain @ Co
             P = P - gain @ Co @ P
-            sign, logdet = np.linalg.slogdet(S)
-            out["log_like"] += -0.5 * (obs.sum() * LOG_2PI + logdet + innov @ Sinv @ innov)
+            logdet = np.sum(np.log(np.abs(np.diag(lu[0]))))
+            out["log_like"] += -0.5 * (obs.sum() * LOG_2PI + logdet + innov @ scipy.linalg.lu_solve(lu, innov))
         out["means"][t], out["covs"][t] = x, P
     return out
 

@@ -1,0 +1,244 @@
+"""EM: one step against the NumPy oracle (incl. the flagship shape), monotonicity, recovery, API."""
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+import lds
+import oracle_numpy as oracle
+from lds.errors import LikelihoodDecreaseWarning, UnknownParameterError, ValidationError
+
+ALL = ["A", "b", "C", "d", "Q", "R", "m0", "V0"]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny per-time-step ops run far faster on one thread on a shared machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def relative_error(actual, expected):
+    return float(np.abs(np.asarray(actual) - expected).max() / np.abs(expected).max())
+
+
+def reference_init(K, N, seed=0):
+    """The reference test's start: seeded normal draws (sd 0.1), diagonal positive noise."""
+    np.random.seed(seed)
+    A = np.diag(np.random.normal(0, 0.1, K))
+    C = np.random.normal(0, 0.1, (N, K))
+    Q = np.diag(np.abs(np.random.normal(0, 0.1, K)))
+    R = np.diag(np.abs(np.random.normal(0, 0.1, N)))
+    m0 = np.random.normal(0, 0.1, K)
+    V0 = np.diag(np.abs(np.random.normal(0, 0.1, K)))
+    return dict(A=A, C=C, Q=Q, R=R, m0=m0, V0=V0)
+
+
+def as_params(n, **offsets):
+    return lds.KalmanParams(transition_matrix=n["A"], measurement_function=n["C"], process_noise_covariance=n["Q"],
+                            measurement_noise_covariance=n["R"], initial_mean=n["m0"], initial_covariance=n["V0"],
+                            **offsets)
+
+
+def sqrt_counts(T, N, seed):
+    """Spike-count-like data, transformed as the reference does: sqrt(count + 0.5)."""
+    rng = np.random.default_rng(seed)
+    latent = np.cumsum(rng.normal(size=(T, 3)) * 0.1, axis=0)
+    counts = rng.poisson(np.exp(0.5 + 0.3 * latent @ rng.normal(size=(3, N)) / np.sqrt(3)))
+    return np.sqrt(counts + 0.5)
+
+
+@pytest.mark.parametrize("offsets", [False, True])
+def test_one_em_step_matches_oracle(offsets):
+    truth = lds.random_stable_lds(3, 6, offsets=True, seed=4)
+    y = lds.sample_lds(truth, 150, seed=5).observations.numpy()
+    start = reference_init(3, 6, seed=1)
+    extra = {}
+    if offsets:
+        rng = np.random.default_rng(3)
+        extra = dict(state_offset=0.1 * rng.normal(size=3), observation_offset=y.mean(0))
+    expected, ll = oracle.em_step(y, start["A"], start["Q"], start["C"], start["R"], start["m0"], start["V0"],
+                                  extra.get("state_offset"), extra.get("observation_offset"),
+                                  estimate_offsets=offsets)
+    result = lds.fit_em(y, as_params(start, **extra), max_iter=1, estimate=ALL if offsets else None, progress=False)
+    assert result.log_likelihoods.shape == (1,) and result.num_iterations == 1 and not result.converged
+    assert float(result.log_likelihoods[0]) == pytest.approx(ll, rel=1e-9)
+    for name, value in expected.items():
+        assert relative_error(getattr(result.params, name).numpy(), value) < 1e-9, name
+
+
+def test_flagship_shape_one_em_step_and_orthogonalized_smoothing_match_oracle():
+    """K=10, N=142, T=1000 from the reference test's initialization: parameters, LL, latents."""
+    K, N, T = 10, 142, 1000
+    y = sqrt_counts(T, N, seed=7)
+    start = reference_init(K, N, seed=0)
+    expected, ll = oracle.em_step(y, start["A"], start["Q"], start["C"], start["R"], start["m0"], start["V0"])
+    result = lds.fit_em(torch.from_numpy(y), as_params(start), num_states=K, max_iter=1, progress=False)
+    assert float(result.log_likelihoods[0]) == pytest.approx(ll, rel=1e-9)
+    for name, value in expected.items():
+        assert relative_error(getattr(result.params, name).numpy(), value) < 1e-9, name
+
+    filt = oracle.kalman_filter(y, expected["A"], expected["Q"], expected["C"], expected["R"], expected["m0"],
+                                expected["V0"])
+    smooth = oracle.rts_smoother(expected["A"], filt, expected["m0"], expected["V0"])
+    oracle_means, oracle_covs = oracle.orthogonalize(smooth["means"], smooth["covs"], expected["C"])
+    means, covs = lds.orthogonalize(result.params, lds.kalman_smoother(result.params, y))
+    assert means.shape == (T, K) and covs.shape == (T, K, K)
+    np.testing.assert_allclose(means.numpy(), oracle_means, rtol=1e-5, atol=1e-8)
+    np.testing.assert_allclose(covs.numpy(), oracle_covs, rtol=1e-5, atol=1e-8)
+
+
+def _missing(y, rng):
+    y = np.array(y)
+    y[rng.random(y.shape) < 0.15] = np.nan
+    y[..., 5, :] = np.nan
+    return y
+
+
+CASES = {
+    "plain": dict(offsets=False, multi=False, missing=False),
+    "offsets": dict(offsets=True, multi=False, missing=False),
+    "multi-session": dict(offsets=True, multi=True, missing=False),
+    "missing": dict(offsets=False, multi=False, missing=True),
+    "multi-session-missing": dict(offsets=False, multi=True, missing=True),
+}
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("case", list(CASES))
+def test_em_never_decreases_the_log_likelihood(case, seed):
+    cfg = CASES[case]
+    K, rng = 2, np.random.default_rng(seed)
+    Ns = [3, 4] if cfg["multi"] else 4
+    truth = lds.random_stable_lds(K, Ns, offsets=cfg["offsets"], seed=seed)
+    start = lds.random_stable_lds(K, Ns, offsets=cfg["offsets"], seed=seed + 50, spectral_radius=0.5)
+    if cfg["multi"]:
+        y = {name: lds.sample_lds(truth, 12, num_trials=2, session=name, seed=seed + i).observations.numpy()
+             for i, name in enumerate(truth.dataset_names)}
+        if cfg["missing"]:
+            y = {name: _missing(v, rng) for name, v in y.items()}
+    else:
+        y = lds.sample_lds(truth, 30, seed=seed).observations.numpy()
+        if cfg["missing"]:
+            y = _missing(y, rng)
+    estimate = ALL if cfg["offsets"] else None
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", LikelihoodDecreaseWarning)
+        result = lds.fit_em(y, start, max_iter=50, tol=0.0, estimate=estimate, progress=False)
+    history = result.log_likelihoods.numpy()
+    assert len(history) >= 30  # EM kept improving (tol=0 stops only on a flat likelihood)
+    assert np.all(np.diff(history) >= -1e-9 * np.abs(history[:-1]))
+    assert history[-1] > history[0] + 1.0
+
+
+def test_em_recovers_a_known_system():
+    A = np.array([[0.9, 0.2], [-0.2, 0.9]]) @ np.diag([1.0, 0.8])
+    C = np.random.default_rng(0).normal(size=(8, 2))
+    truth = lds.KalmanParams(transition_matrix=A, measurement_function=C, process_noise_covariance=[0.1],
+                             measurement_noise_covariance=[0.01])
+    y = lds.sample_lds(truth, 500, num_trials=2, seed=1).observations
+    result = lds.fit_em(y, num_states=2, max_iter=6, progress=False)
+    history = result.log_likelihoods.numpy()
+    assert np.all(np.diff(history) > -1e-9 * abs(history[0]))
+    true_eig = np.sort_complex(np.linalg.eigvals(A))
+    est_eig = np.sort_complex(np.linalg.eigvals(result.params.A.numpy()))
+    np.testing.assert_allclose(est_eig, true_eig, atol=0.03)
+    # the column space of C, compared through its orthogonal projector
+    proj = lambda M: M @ np.linalg.pinv(M)  # noqa: E731
+    assert np.linalg.norm(proj(result.params.C.numpy()) - proj(C), 2) < 0.03
+    np.testing.assert_allclose(np.diag(result.params.R.numpy()), 0.01, rtol=0.5)
+
+
+def test_max_iter_one_gives_one_entry_and_the_once_updated_parameters():
+    truth = lds.random_stable_lds(2, 3, seed=0)
+    y = lds.sample_lds(truth, 30, seed=0).observations
+    start = lds.random_stable_lds(2, 3, seed=9)
+    result = lds.fit_em(y, start, max_iter=1, progress=False)
+    stats = lds.expected_statistics(start, y)
+    assert torch.equal(result.log_likelihoods, stats.log_likelihood.reshape(1))
+    assert result.params.allclose(lds.m_step(start, stats), rtol=1e-12, atol=0)
+    assert start == lds.random_stable_lds(2, 3, seed=9)  # the starting point is not modified
+
+
+def test_convergence_is_relative_and_returns_the_parameters_of_the_last_entry():
+    truth = lds.random_stable_lds(2, 3, seed=0)
+    y = lds.sample_lds(truth, 40, seed=0).observations
+    result = lds.fit_em(y, lds.random_stable_lds(2, 3, seed=3), max_iter=200, tol=1e-4, progress=False)
+    history = result.log_likelihoods.numpy()
+    assert result.converged and result.termination == "converged"
+    assert result.num_iterations == len(history) - 1
+    assert (history[-1] - history[-2]) / abs(history[-2]) < 1e-4
+    assert np.all((np.diff(history[:-1]) / np.abs(history[:-2])) >= 1e-4)
+    assert float(lds.log_likelihood(result.params, y)) == pytest.approx(history[-1], rel=1e-12)
+
+
+def test_a_decrease_warns_stops_and_keeps_the_best_parameters(monkeypatch):
+    truth = lds.random_stable_lds(2, 3, seed=0)
+    y = lds.sample_lds(truth, 30, seed=0).observations
+    real_m_step = lds.em.m_step
+    calls = []
+
+    def sabotaged(params, stats, estimate):
+        calls.append(params)
+        new = real_m_step(params, stats, estimate)
+        if len(calls) == 3:
+            new.R = new.R * 50.0
+        return new
+
+    monkeypatch.setattr(lds.em, "m_step", sabotaged)
+    with pytest.warns(LikelihoodDecreaseWarning, match="iteration 3"):
+        result = lds.fit_em(y, lds.random_stable_lds(2, 3, seed=3), max_iter=20, progress=False)
+    assert not result.converged and result.termination == "likelihood_decreased"
+    assert len(result.log_likelihoods) == 4 and result.num_iterations == 2
+    assert result.params is calls[2]  # the parameters at the start of iteration 2, the best seen
+
+
+def test_estimate_subsets_and_offsets():
+    truth = lds.random_stable_lds(2, 3, offsets=True, seed=0)
+    y = lds.sample_lds(truth, 40, seed=0).observations
+    start = lds.random_stable_lds(2, 3, seed=3)
+    only = lds.fit_em(y, start, max_iter=2, estimate=["C", "measurement_noise_covariance"], progress=False).params
+    for name in ("A", "Q", "m0", "V0"):
+        assert torch.equal(getattr(only, name), getattr(start, name))
+    assert not torch.equal(only.C, start.C) and not torch.equal(only.R, start.R)
+    assert only.b is None and only.d is None
+    with_d = lds.fit_em(y, start, max_iter=3, estimate=["C", "d", "R"], progress=False).params
+    assert with_d.b is None and with_d.d.shape == (3,)
+    # the observation offset absorbs the data mean
+    assert np.allclose(with_d.d.numpy(), (y - (with_d.C @ lds.kalman_smoother(with_d, y).means.T).T).mean(0).numpy(),
+                       atol=0.2)
+    with pytest.raises(UnknownParameterError, match="'Z'"):
+        lds.fit_em(y, start, estimate=["A", "Z"], progress=False)
+
+
+def test_initialization_batches_lists_sessions_and_progress_bar(capsys):
+    truth = lds.random_stable_lds(2, [3, 4], seed=0)
+    data = {"session_1": lds.sample_lds(truth, 30, num_trials=2, session=1, seed=1).observations,
+            "session_0": [lds.sample_lds(truth, 25, session=0, seed=2).observations,
+                          lds.sample_lds(truth, 18, session=0, seed=3).observations]}
+    result = lds.fit_em(data, num_states=2, max_iter=4, progress=True)
+    assert result.params.dataset_names == ["session_1", "session_0"]
+    assert result.params.num_observations == [4, 3]
+    assert np.all(np.diff(result.log_likelihoods.numpy()) > 0)
+    err = capsys.readouterr().err
+    assert "EM" in err and "log_likelihood" in err
+    stats = lds.expected_statistics(result.params, data)
+    assert [s.num_steps for s in stats.sessions] == [60, 43] and stats.num_steps == 103
+    assert stats.initial_means.shape == (4, 2)
+    assert "EMResult with properties" in repr(result) and "[1x1 KalmanParams]" in repr(result)
+
+
+def test_bad_arguments():
+    y = np.zeros((10, 3))
+    with pytest.raises(ValidationError, match="num_states"):
+        lds.fit_em(y, progress=False)
+    with pytest.raises(ValidationError, match="max_iter"):
+        lds.fit_em(y, num_states=1, max_iter=0, progress=False)
+    with pytest.raises(ValidationError, match="tol"):
+        lds.fit_em(y, num_states=1, tol=-1, progress=False)
+    with pytest.raises(ValidationError, match="disagrees"):
+        lds.fit_em(y, lds.KalmanParams(num_states=2, num_observations=3), num_states=3, progress=False)
