@@ -153,12 +153,15 @@ class Run:
 
     # ---- what is on disk --------------------------------------------------------
     def on_disk(self) -> dict[str, bool]:
-        """Which results the folder holds (one directory listing of ``lfadsOutput``)."""
-        try:
-            with os.scandir(self.path_lfads_output) as entries:
-                names = {e.name for e in entries}
-        except (FileNotFoundError, NotADirectoryError):
-            names = set()
+        """Which results the folder holds, plus ``folder``: whether the run folder exists at all.
+
+        Two directory listings (the run folder and ``lfadsOutput``), so that listing
+        thousands of runs stays fast.
+        """
+        base = os.path.join(os.fspath(self.run_collection.path), self.params_string, self.name)
+        listing = _listing(base)
+        run_names = listing or set()
+        names = (_listing(os.path.join(base, "lfadsOutput")) or set()) if "lfadsOutput" in run_names else set()
         kinds = POSTERIOR_KINDS + ("posterior_sample",)
 
         def has_posterior(ds, split):
@@ -173,7 +176,8 @@ class Run:
             "lfads_torch_checkpoint": checkpoint,
             "posterior_means": posterior,
             "fit_log": "fitlog.csv" in names,
-            "lds_fit": self.file_kalman_params.is_file(),
+            "lds_fit": "lds" in run_names and os.path.isfile(os.path.join(base, "lds", "kalman_params.h5")),
+            "folder": listing is not None,
         }
 
     def prepare_folder(self, overwrite: bool = False) -> Path:
@@ -308,6 +312,14 @@ class Run:
         width = max(len(k) for k, _ in fields) + 4
         return f"  {type(self).__name__} with properties:\n\n" + "\n".join(
             f"{k.rjust(width)}: {v}" for k, v in fields) + "\n"
+
+
+def _listing(folder: str) -> set[str] | None:
+    """Names in a folder, or None when it does not exist."""
+    try:
+        return set(os.listdir(folder))
+    except (FileNotFoundError, NotADirectoryError):
+        return None
 
 
 def _rows(path: Path) -> int:

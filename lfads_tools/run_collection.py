@@ -9,7 +9,6 @@ collection from an existing tree without declaring anything again.
 
 from __future__ import annotations
 
-import json
 import os
 import warnings
 from pathlib import Path
@@ -202,14 +201,14 @@ class RunCollection:
     # ---- listing ---------------------------------------------------------------------
     def runs_rows(self) -> list[dict]:
         """One dict per run (params-major order): indices, names, path and what is on disk."""
-        rows = []
+        rows, root = [], os.fspath(self.path)
         for j in range(self.n_params):
             for i in range(self.n_run_specs):
                 run = self._runs[i, j]
                 disk = run.on_disk()
-                status = run.problem or ("" if run.path.is_dir() else "no folder yet")
+                status = run.problem or ("" if disk.pop("folder") else "no folder yet")
                 rows.append({"spec": i, "param": j, "name": run.name, "params": run.params_string,
-                             "path": str(run.path), **disk, "problem": status})
+                             "path": os.path.join(root, run.params_string, run.name), **disk, "problem": status})
         return rows
 
     def runs_table(self, tablefmt: str = "simple", full_paths: bool = False) -> str:
@@ -218,10 +217,10 @@ class RunCollection:
                    "fit log", "LDS fit", "problem"]
         body = []
         for row in self.runs_rows():
-            path = row["path"] if full_paths else os.path.relpath(row["path"], self.path)
+            path = row["path"] if full_paths else os.path.join(row["params"], row["name"])
             body.append([f"({row['spec']},{row['param']})", row["name"], row["params"], path,
                          *("✓" if row[k] else "" for k in ON_DISK), row["problem"]])
-        return tabulate(body, headers=headers, tablefmt=tablefmt)
+        return tabulate(body, headers=headers, tablefmt=tablefmt, disable_numparse=True)
 
     def prepare_folders(self, progress: bool = True) -> None:
         """Create every run folder and write its ``lfads_tools_run.json``."""
@@ -243,8 +242,8 @@ class RunCollection:
         rc = cls(root_path, name, dataset_collection)
         if not rc.path.is_dir():
             raise MissingFileError(f"run collection folder {rc.path} does not exist")
-        folders = [(p.name, r.name) for p in sorted(_subfolders(rc.path)) if p.name.startswith("param_")
-                   for r in sorted(_subfolders(p))]
+        folders = [(p, r) for p in _subfolders(rc.path) if p.startswith("param_")
+                   for r in _subfolders(os.path.join(rc.path, p))]
         scanner = _FolderScanner(rc, params_class)
         for param_folder, run_name in tqdm(folders, desc=f"reading {name}", disable=not progress):
             scanner.read(param_folder, run_name)
@@ -270,9 +269,10 @@ class RunCollection:
         return "\n".join(lines) + "\n"
 
 
-def _subfolders(path: Path) -> list[Path]:
+def _subfolders(path) -> list[str]:
+    """Sorted names of the visible subfolders."""
     with os.scandir(path) as entries:
-        return [Path(e.path) for e in entries if e.is_dir() and not e.name.startswith(".")]
+        return sorted(e.name for e in entries if e.is_dir() and not e.name.startswith("."))
 
 
 class _FolderScanner:
@@ -280,18 +280,19 @@ class _FolderScanner:
 
     def __init__(self, rc: RunCollection, params_class):
         self.rc, self.params_class = rc, params_class
+        self.root = os.fspath(rc.path)
         self.folders: list[str] = []
         self.params_by_folder: dict[str, RunParams] = {}
         self.datasets_by_run: dict[str, list[dict]] = {}
         self.collection_info: dict | None = None
-        self._params_cache: dict[str, RunParams] = {}
+        self._last: tuple | None = None  # (params dict, class, extras, RunParams) of the previous record
 
     def read(self, param_folder: str, run_name: str) -> None:
         key = (run_name, param_folder)
         if param_folder not in self.folders:
             self.folders.append(param_folder)
         try:
-            params, datasets, source = self._describe(self.rc.path / param_folder / run_name)
+            params, datasets, source = self._describe(os.path.join(self.root, param_folder, run_name))
         except (LfadsToolsError, OSError) as exc:
             self.rc._problems[key] = str(exc)
             self.rc._sources[key] = "unreadable"
@@ -308,24 +309,30 @@ class _FolderScanner:
         elif known is not params and known.param_hash != params.param_hash:
             self.rc._problems[key] = f"its parameters ({params.param_hash}) differ from other runs in {param_folder}"
 
-    def _describe(self, folder: Path) -> tuple[RunParams, list[dict], str]:
-        record_file = folder / RUN_RECORD_FILE
-        if record_file.is_file():
+    def _describe(self, folder: str) -> tuple[RunParams, list[dict], str]:
+        record_file = os.path.join(folder, RUN_RECORD_FILE)
+        try:
             record = read_run_record(record_file)
-            cache_key = json.dumps([record["params_class"], record["extra_parameters"], record["params"]],
-                                   sort_keys=True)
-            if cache_key not in self._params_cache:
-                self._params_cache[cache_key] = params_from_record(record, record_file, self.params_class)
-            if self.collection_info is None and isinstance(record.get("dataset_collection"), dict):
-                self.collection_info = record["dataset_collection"]
-            return self._params_cache[cache_key], _dataset_entries(record["datasets"], record_file), "record"
-        hps_file = find_hyperparameters_file(folder / "lfadsOutput")
+        except MissingFileError:
+            record = None
+        if record is not None:
+            return self._record_params(record, record_file), _dataset_entries(record["datasets"], record_file), "record"
+        hps_file = find_hyperparameters_file(os.path.join(folder, "lfadsOutput"))
         if hps_file is None:
             raise MissingFileError(f"neither {RUN_RECORD_FILE} nor lfadsOutput/hyperparameters-*.txt found")
         hps = read_lfads_hyperparameters(hps_file)
         names = dataset_names_from_lfads_hyperparameters(hps, hps_file)
         params = params_from_lfads_hyperparameters(hps, hps_file, self.params_class or RunParams, len(names))
         return params, [{"name": n} for n in names], "lfads hyperparameters"
+
+    def _record_params(self, record: dict, record_file: Path) -> RunParams:
+        """The record's parameters; runs of one folder usually share them, so an equal record reuses the object."""
+        if self.collection_info is None and isinstance(record.get("dataset_collection"), dict):
+            self.collection_info = record["dataset_collection"]
+        key = (record["params"], record["params_class"], record["extra_parameters"])
+        if self._last is None or self._last[:3] != key:
+            self._last = key + (params_from_record(record, record_file, self.params_class),)
+        return self._last[3]
 
     def finish(self) -> None:
         rc = self.rc

@@ -25,6 +25,7 @@ from .run_params import Hyperparameter, RunParams, coerce_value, json_value
 __all__ = [
     "RUN_RECORD_FILE",
     "run_record",
+    "run_record_bytes",
     "write_run_record",
     "read_run_record",
     "params_from_record",
@@ -67,18 +68,24 @@ def run_record(run) -> dict:
     }
 
 
+def run_record_bytes(run) -> bytes:
+    """The record as written: one line of JSON with sorted keys (small and quick to parse)."""
+    return json.dumps(run_record(run), sort_keys=True).encode("utf-8")
+
+
 def write_run_record(run, overwrite: bool = False) -> Path:
     """Write the record atomically; an identical existing record is left as it is."""
     path = Path(run.path) / RUN_RECORD_FILE
-    data = json.dumps(run_record(run), indent=1, sort_keys=True).encode("utf-8")
+    data = run_record_bytes(run)
     if path.exists() and path.read_bytes() == data:
         return path
     return atomic_write_bytes(path, data, overwrite=overwrite)
 
 
-def _read_json(path: Path, what: str):
+def _read_json(path, what: str):
     try:
-        text = path.read_text(encoding="utf-8")
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
     except FileNotFoundError:
         raise MissingFileError(f"{what} {path} does not exist") from None
     except (OSError, UnicodeDecodeError) as exc:
@@ -92,7 +99,6 @@ def _read_json(path: Path, what: str):
 
 def read_run_record(path) -> dict:
     """Read and check a ``lfads_tools_run.json`` file."""
-    path = Path(path)
     record = _read_json(path, "run record")
     if not isinstance(record, dict) or record.get("format") != _FORMAT:
         raise FileFormatError(f"{path} is not an lfads_tools run record (expected \"format\": \"{_FORMAT}\")")
@@ -110,7 +116,7 @@ def read_run_record(path) -> dict:
 _DYNAMIC_CLASSES: dict[str, type] = {}
 
 
-def _params_class_for(record: dict, path: Path) -> type:
+def _params_class_for(record: dict, path) -> type:
     """RunParams, or a subclass rebuilt from the declarations in the record (no user code is imported)."""
     name, extras = record["params_class"], record["extra_parameters"]
     if name == "RunParams" and not extras:
@@ -128,7 +134,7 @@ def _params_class_for(record: dict, path: Path) -> type:
 
 def params_from_record(record: dict, path, params_class: type | None = None) -> RunParams:
     """The run's parameters; ``params_class`` (the user's subclass) is used when given."""
-    cls = params_class or _params_class_for(record, Path(path))
+    cls = params_class or _params_class_for(record, path)
     try:
         return cls(**record["params"])
     except LfadsToolsError as exc:

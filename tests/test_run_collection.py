@@ -377,7 +377,8 @@ def test_lfads_made_tree_with_damaged_files(lfads_tree):
 def test_on_disk_detects_model_files(rc):
     run = rc.runs[0, 0]
     run.prepare_folder()
-    assert not any(run.on_disk().values())
+    assert run.on_disk() == dict.fromkeys(["model_params", "lfads_torch_checkpoint", "posterior_means", "fit_log",
+                                           "lds_fit"], False) | {"folder": True}
     run.file_model_params.write_bytes(b"")
     ckpt_dir = run.path_lfads_output / "lightning_checkpoints"
     ckpt_dir.mkdir()
@@ -388,3 +389,53 @@ def test_on_disk_detects_model_files(rc):
     assert run.lfads_torch_checkpoint() == ckpt_dir / "12-3400.ckpt"
     assert "model_params, lfads_torch_checkpoint" in repr(run)
     assert os.path.relpath(run.path, rc.path) == "param_Z1-4Ne/single_dataset001"
+
+
+# ---- LDS fits stored in run folders ---------------------------------------------------------------
+
+@pytest.fixture
+def lds_rc(tmp_path):
+    import lds
+
+    folder = tmp_path / "sessions"
+    folder.mkdir()
+    truth = lds.random_stable_lds(2, 4, seed=0)
+    for seed, name in enumerate(["s1", "s2"]):
+        np.save(folder / f"{name}.npy", np.asarray(lds.sample_lds(truth, 120, seed=seed).observations))
+    dc = DatasetCollection.from_folder(folder, "*.npy")
+    rc = RunCollection(tmp_path / "runs", "lds", dc)
+    rc.add_run_spec([RunSpec("both", dc.names, dc), RunSpec("single_s2", "s2", dc)])
+    rc.add_params(RunParams())
+    return rc
+
+
+def test_fit_lds_stores_params_and_history(lds_rc, tmp_path):
+    import lds
+
+    options = dict(num_states=2, max_iter=2, progress=False)
+    both, single = lds_rc.find_runs("both", 0), lds_rc.find_runs("single_s2", 0)
+    result = both.fit_lds(**options)
+    direct = lds.fit_em({d.name: d.load_data() for d in both.datasets}, **options)  # the same fit, done by hand
+    loaded = both.load_kalman_params()
+    assert loaded.allclose(direct.params, rtol=1e-8, atol=1e-10)
+    assert list(loaded.measurement_function.names) == ["s1", "s2"]
+    history = both.load_lds_history()
+    np.testing.assert_allclose(history["log_likelihoods"], np.asarray(result.log_likelihoods))
+    assert history["num_iterations"] == result.num_iterations and history["em_options"]["max_iter"] == 2
+
+    single.fit_lds(**options)
+    single_params = single.load_kalman_params()
+    assert single_params.measurement_function.shape == (4, 2)  # one session: plain arrays, no DatasetList
+    with pytest.raises(OverwriteError, match="kalman_params.h5"):
+        single.fit_lds(**options)
+    single.fit_lds(overwrite=True, **dict(options, max_iter=1))
+    assert single.load_lds_history()["num_iterations"] == 1
+
+    again = RunCollection.from_disk(tmp_path / "runs", "lds", progress=False)
+    assert all(row["lds_fit"] for row in again.runs_rows())
+    assert again.find_runs("both", 0).load_kalman_params().allclose(loaded)
+
+
+def test_load_kalman_params_without_fit(lds_rc):
+    with pytest.raises(MissingFileError, match="call fit_lds first"):
+        lds_rc.find_runs("both", 0).load_kalman_params()
