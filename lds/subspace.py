@@ -5,15 +5,22 @@ stack ``max_lag`` consecutive observations into past and future Hankel columns
 (future block row ``i`` is ``y[max_lag + i + col]``; the C# original used the past block
 twice); project the future onto the row space of the past, ``O = F Pᵀ (P Pᵀ)⁺ P``;
 take its SVD ``O = U S Vᵀ``; the observability matrix is ``U_n S_n^½`` (its first
-block row is ``C``) and the states are ``X = S_n^½ V_nᵀ``. ``A`` is the least-squares
-map between consecutive states, ``Q`` and ``R`` the residual covariances, ``V0`` the
-second moment of the states and ``m0`` the mean of each trial's first state.
+block row is ``C``) and the states are ``X = S_n^½ V_nᵀ``; ``A`` is the least-squares
+map between consecutive states.
 
-Differences from the original, on purpose: the data mean is kept as the
-``observation_offset`` (so the model describes the data, not the centered data);
-``num_states``, when given, is used exactly (the singular-value ``threshold`` only
-chooses the order when it is None); covariances are floored to stay positive
-definite; trials (and windows with missing values) never straddle each other.
+Differences from the original, on purpose:
+
+- the noise covariances come from covariance matching rather than from the residuals
+  of the projected states (which mix the state-estimation error into ``R``): the lag-1
+  data covariance ``Cov(y_{t+1}, y_t) = C A Σ Cᵀ`` holds no measurement noise and
+  gives the state covariance ``Σ``; then ``Q = Σ - A Σ Aᵀ``, ``R = Cov(y_t) - C Σ Cᵀ``,
+  and the prior is the stationary one, ``m0 = 0``, ``V0 = Σ``;
+- the data mean is kept as the ``observation_offset`` (so the model describes the
+  data, not the centered data);
+- ``num_states``, when given, is used exactly (the singular-value ``threshold`` only
+  chooses the order when it is None);
+- covariances are floored (eigenvalues at least 1e-3 times their mean) to stay
+  positive definite; Hankel windows never straddle two trials or a missing value.
 """
 
 from __future__ import annotations

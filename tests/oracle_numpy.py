@@ -129,3 +129,23 @@ def orthogonalize(means, covs, C):
             U[:, i], Vt[i] = -U[:, i], -Vt[i]
     M = np.diag(S) @ Vt
     return np.einsum("ij,tj->ti", M, means), np.einsum("ij,tjk,lk->til", M, covs, M)
+
+
+def subspace_identification(y, K, max_lag, future_is_past=False):
+    """The reference SSI core (section 4.2, steps 1-6) with explicit Hankel matrices.
+
+    Returns ``A``, ``C`` and all singular values of the projection. ``future_is_past``
+    reproduces the C# bug (the future block equal to the past block).
+    """
+    T, N = y.shape
+    L = max_lag
+    Yc = y - y.mean(0)
+    j = T - 2 * L + 1
+    past = np.vstack([Yc[i:i + j].T for i in range(L)])
+    future = past if future_is_past else np.vstack([Yc[L + i:L + i + j].T for i in range(L)])
+    O = future @ past.T @ np.linalg.inv(past @ past.T) @ past
+    U, S, Vt = np.linalg.svd(O, full_matrices=False)
+    C = U[:N, :K] * np.sqrt(S[:K])
+    X = np.sqrt(S[:K])[:, None] * Vt[:K]
+    A = (X[:, 1:] @ X[:, :-1].T) @ np.linalg.inv(X[:, :-1] @ X[:, :-1].T)
+    return A, C, S

@@ -1,0 +1,147 @@
+"""Orthogonalization (against the NumPy oracle, sign convention, forms) and the online filter."""
+
+import numpy as np
+import pytest
+import torch
+
+import lds
+import oracle_numpy as oracle
+from lds.errors import ShapeError, ValidationError
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny per-time-step ops run far faster on one thread on a shared machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def data(K=3, N=6, T=40, seed=0, **kwargs):
+    p = lds.random_stable_lds(K, N, seed=seed, **kwargs)
+    return p, lds.sample_lds(p, T, seed=seed + 1).observations
+
+
+def test_orthogonalize_matches_oracle_and_the_sign_convention():
+    p, y = data()
+    s = lds.kalman_smoother(p, y)
+    means, covs = lds.orthogonalize(p, s.means, s.covariances)
+    expected_means, expected_covs = oracle.orthogonalize(s.means.numpy(), s.covariances.numpy(), p.C.numpy())
+    np.testing.assert_allclose(means.numpy(), expected_means, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(covs.numpy(), expected_covs, rtol=1e-12, atol=1e-12)
+    # x' are the coordinates of C x in the sign-fixed orthonormal basis U of C's columns
+    U = np.linalg.svd(p.C.numpy(), full_matrices=False)[0]
+    U *= np.sign(U[np.abs(U).argmax(0), np.arange(3)])
+    np.testing.assert_allclose(means.numpy(), (s.means.numpy() @ p.C.numpy().T) @ U, atol=1e-12)
+    # the convention does not depend on the SVD's own signs: flipping C's columns together
+    # with the states (an equivalent model) gives the same orthogonalized latents
+    flip = torch.diag(torch.tensor([-1.0, 1.0, -1.0], dtype=torch.float64))
+    flipped = p.clone()
+    flipped.C = p.C @ flip
+    same, _ = lds.orthogonalize(flipped, s.means @ flip)
+    assert torch.allclose(same, means, atol=1e-12)
+
+
+def test_orthogonalize_accepts_results_batches_lists_and_sessions():
+    p, y = data()
+    single = lds.orthogonalize(p, lds.kalman_filter(p, y))
+    f = lds.kalman_filter(p, y)
+    assert torch.allclose(single[0], lds.orthogonalize(p, f.means, f.covariances)[0])
+    vector, none = lds.orthogonalize(p, f.means[0])
+    assert vector.shape == (3,) and none is None and torch.allclose(vector, single[0][0])
+    batch = lds.kalman_smoother(p, torch.stack([y, y]))
+    m, c = lds.orthogonalize(p, batch)
+    smoothed = lds.orthogonalize(p, lds.kalman_smoother(p, y))
+    assert m.shape == (2, 40, 3) and c.shape == (2, 40, 3, 3)
+    assert torch.allclose(m[1], smoothed[0], atol=1e-12) and torch.allclose(c[0], smoothed[1], atol=1e-12)
+    listed = lds.orthogonalize(p, [f.means, f.means[:5]], [f.covariances, f.covariances[:5]])
+    assert len(listed[0]) == 2 and listed[1][1].shape == (5, 3, 3)
+    assert lds.orthogonalize(p, f.means.numpy())[0].dtype == torch.float64
+    assert lds.orthogonalize(p, f.means.float())[0].dtype == torch.float32
+
+    multi = lds.random_stable_lds(2, [4, 5], seed=1)
+    ys = {name: lds.sample_lds(multi, 10, session=name).observations for name in multi.dataset_names}
+    out_means, out_covs = lds.orthogonalize(multi, lds.kalman_smoother(multi, ys))
+    for name in multi.dataset_names:
+        one = multi.session(name)
+        expected = lds.orthogonalize(one, lds.kalman_smoother(one, ys[name]))[0]
+        assert torch.allclose(out_means[name], expected)
+    with pytest.raises(ValidationError, match="session="):
+        lds.orthogonalize(multi, out_means["session_0"])
+
+
+def test_orthogonalize_errors():
+    p, y = data()
+    f = lds.kalman_filter(p, y)
+    with pytest.raises(ValidationError, match="N = 2 < K = 3"):
+        lds.orthogonalize(lds.KalmanParams(num_states=3, num_observations=2), f.means)
+    with pytest.raises(ShapeError, match=r"\[\.\.\., 3\]"):
+        lds.orthogonalize(p, f.means[:, :2])
+    with pytest.raises(ShapeError, match="covariances"):
+        lds.orthogonalize(p, f.means, f.covariances[:3])
+
+
+def test_online_filter_equals_the_batch_filter_with_missing_samples():
+    p, y = data(offsets=True)
+    y = y.clone()
+    y[4] = float("nan")
+    y[9, 1] = float("nan")
+    batch = lds.kalman_filter(p, y)
+    online = lds.OnlineKalmanFilter(p)
+    for t in range(len(y)):
+        mean, cov = online.step(y[t])
+        assert torch.allclose(mean, batch.means[t], atol=1e-12) and torch.allclose(cov, batch.covariances[t], atol=1e-12)
+    assert float(online.log_likelihood) == pytest.approx(float(batch.log_likelihood), rel=1e-12)
+    assert online.num_steps == len(y) and "40 steps" in repr(online)
+    online.reset()
+    again, _ = online.step(y[0].numpy())
+    assert torch.allclose(again, batch.means[0]) and online.num_steps == 1
+
+
+def test_online_missing_sample_only_predicts():
+    p, y = data()
+    online = lds.OnlineKalmanFilter(p)
+    online.step(y[0])
+    before_mean, before_cov = online.mean, online.covariance
+    mean, cov = online.step(np.full(6, np.nan))
+    assert torch.allclose(mean, p.A @ before_mean) and torch.allclose(cov, p.A @ before_cov @ p.A.T + p.Q)
+
+
+def test_online_set_params_takes_effect_from_the_next_step():
+    p, y = data()
+    q = lds.random_stable_lds(3, 6, seed=7)
+    online = lds.OnlineKalmanFilter(p)
+    for t in range(10):
+        online.step(y[t])
+    state_mean, state_cov = online.mean.clone(), online.covariance.clone()
+    online.set_params(q)
+    assert torch.equal(online.mean, state_mean)  # the state is kept
+    continued = torch.stack([online.step(y[t])[0] for t in range(10, 40)])
+    # equivalent batch run: q's dynamics from the state reached under p
+    handover = q.clone()
+    handover.m0, handover.V0 = state_mean, state_cov
+    assert torch.allclose(continued, lds.kalman_filter(handover, y[10:]).means, atol=1e-12)
+    fresh = lds.OnlineKalmanFilter(p)
+    fresh.set_params(q)  # before the first step, the new prior is used
+    assert torch.allclose(fresh.step(y[0])[0], lds.kalman_filter(q, y[:1]).means[0])
+
+
+def test_online_orthogonalized_output_sessions_and_errors():
+    p, y = data()
+    online = lds.OnlineKalmanFilter(p, orthogonalize=True)
+    outputs = [online.step(y[t]) for t in range(5)]
+    expected_means, expected_covs = lds.orthogonalize(p, lds.kalman_filter(p, y[:5]))
+    assert torch.allclose(torch.stack([m for m, _ in outputs]), expected_means, atol=1e-12)
+    assert torch.allclose(torch.stack([c for _, c in outputs]), expected_covs, atol=1e-12)
+    multi = lds.random_stable_lds(3, [6, 4], seed=2)
+    with pytest.raises(ValidationError, match="session="):
+        lds.OnlineKalmanFilter(multi)
+    on_b = lds.OnlineKalmanFilter(multi, session="session_1")
+    assert on_b.step(np.zeros(4))[0].shape == (3,)
+    with pytest.raises(ShapeError, match=r"\[6\]"):
+        online.step(np.zeros(5))
+    with pytest.raises(ValidationError, match="infinite"):
+        online.step(np.full(6, np.inf))
+    with pytest.raises(ValidationError, match="KalmanParams"):
+        lds.OnlineKalmanFilter({"A": 1})
