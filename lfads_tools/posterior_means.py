@@ -6,7 +6,8 @@ scattered back into the original trial order with the input file's 1-based
 ``train_inds`` / ``valid_inds`` (stored 0-based), in float64, NaN where a trial has
 no output (e.g. when LFADS processed fewer examples). Arrays are trial-first, as h5py
 reads them: ``rates`` is ``[n_trials, T, n_neurons]``. ``rates`` are in spikes/s:
-LFADS's Poisson rates per bin times ``1000 / spikeBinMs``.
+LFADS's Poisson rates per bin times ``1000 / spikeBinMs``. lfads-torch's
+``lfads_output_<session>.h5`` (``train_*``/``valid_*`` keys) is read the same way.
 """
 
 from __future__ import annotations
@@ -36,6 +37,16 @@ _VARIABLES = {
     "nll_bound_iwaes": "nll_bound_iwaes",
 }
 _REQUIRED = ("output_dist_params", "factors")
+# lfads-torch ``{split}_<key>`` -> field (lfads-formats reference, section 3.5); ic_std becomes a log-variance
+_TORCH_VARIABLES = {
+    "output_params": "rates",
+    "factors": "factors",
+    "gen_states": "generator_states",
+    "gen_init": "generator_ics",
+    "gen_inputs": "controller_outputs",
+    "ic_mean": "post_g0_mean",
+    "ic_std": "post_g0_logvar",
+}
 
 
 def _read_flat_hdf5(path: Path) -> dict[str, np.ndarray]:
@@ -47,6 +58,18 @@ def _read_flat_hdf5(path: Path) -> dict[str, np.ndarray]:
             return {k: np.asarray(v[()], dtype=np.float64) for k, v in f.items() if isinstance(v, h5py.Dataset)}
     except (OSError, ValueError, TypeError) as exc:
         raise FileFormatError(f"posterior mean file {path} could not be read as HDF5: {exc}") from None
+
+
+def _zero_based_split(train_inds, valid_inds, where) -> tuple[np.ndarray, np.ndarray]:
+    """Trial positions stored in a file, 0-based: they must cover 0..n-1 or 1..n exactly once."""
+    train, valid = (np.asarray(i).ravel().astype(np.int64) for i in (train_inds, valid_inds))
+    everything = np.sort(np.concatenate([train, valid]))
+    n = len(everything)
+    for base in (0, 1):
+        if np.array_equal(everything, np.arange(base, n + base)):
+            return train - base, valid - base
+    raise FileFormatError(f"{where}: train_inds and valid_inds are not the positions of {n} trials "
+                          f"(neither 0..{n - 1} nor 1..{n}, each once)")
 
 
 def _scatter(parts, n_trials: int, where: str) -> np.ndarray:
@@ -137,6 +160,37 @@ class PosteriorMeans(ParamsContainer):
         }
         fields["rates"] = fields["rates"] * (1000.0 / spike_bin_ms)
         return cls(kind=kind, dataset_name=dataset_name, spike_bin_ms=spike_bin_ms, train_inds=train_inds,
+                   valid_inds=valid_inds, time=time, condition_ids=condition_ids, raw_counts=raw_counts, **fields)
+
+    @classmethod
+    def from_lfads_torch_file(cls, path, *, spike_bin_ms: float, dataset_name: str, time=None, condition_ids=None,
+                              raw_counts=None) -> "PosteriorMeans":
+        """Read an lfads-torch ``lfads_output_<session>.h5`` (``train_*`` / ``valid_*`` keys) into trial order.
+
+        The trial positions come from the file's ``train_inds`` / ``valid_inds`` (copied
+        from the input file; 0- or 1-based), else train trials are taken to come first.
+        ``ic_std`` is stored as ``post_g0_logvar = 2 log(ic_std)``.
+        """
+        path = Path(path)
+        data = _read_flat_hdf5(path)
+        missing = [f"{split}_{key}" for split in ("train", "valid") for key in ("output_params", "factors")
+                   if f"{split}_{key}" not in data]
+        if missing:
+            raise FileFormatError(f"lfads-torch output file {path} lacks the keys {missing}; it has {sorted(data)}")
+        n_train, n_valid = len(data["train_factors"]), len(data["valid_factors"])
+        if "train_inds" in data and "valid_inds" in data:
+            train_inds, valid_inds = _zero_based_split(data["train_inds"], data["valid_inds"], path)
+        else:
+            train_inds, valid_inds = np.arange(n_train), n_train + np.arange(n_valid)
+        fields = {
+            field: _scatter([(data[f"train_{key}"], train_inds, path), (data[f"valid_{key}"], valid_inds, path)],
+                            len(train_inds) + len(valid_inds), f"{key!r} of {dataset_name}")
+            for key, field in _TORCH_VARIABLES.items() if f"train_{key}" in data and f"valid_{key}" in data
+        }
+        fields["rates"] = fields["rates"] * (1000.0 / spike_bin_ms)
+        if "post_g0_logvar" in fields:
+            fields["post_g0_logvar"] = 2 * np.log(fields["post_g0_logvar"])
+        return cls(kind="lfads_torch", dataset_name=dataset_name, spike_bin_ms=spike_bin_ms, train_inds=train_inds,
                    valid_inds=valid_inds, time=time, condition_ids=condition_ids, raw_counts=raw_counts, **fields)
 
     # ---- derived ---------------------------------------------------------------

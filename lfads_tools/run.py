@@ -6,7 +6,7 @@ Paths follow lfads-run-manager (``rc.version >= 20171107``)::
         lfadsInput/lfads_<ds>.h5                 (links into data_<hash>/<run name>/)
         lfadsOutput/model_params, fitlog.csv, hyperparameters-<step>.txt,
                     model_runs_<ds>.h5_{train,valid}_<posterior kind>,
-                    lightning_checkpoints/*.ckpt (lfads-torch)
+                    lightning_checkpoints/*.ckpt, lfads_output_<session>.h5 (lfads-torch)
         lfads_tools_run.json                     what this library records about the run
         lds/kalman_params.h5, lds/em_history.json   an LDS fitted by Run.fit_lds
 """
@@ -168,7 +168,9 @@ class Run:
             return any(f"model_runs_{ds}.h5_{split}_{kind}" in names for kind in kinds)
 
         posterior = bool(self.dataset_names) and all(
-            has_posterior(ds, "train") and has_posterior(ds, "valid") for ds in self.dataset_names)
+            (has_posterior(ds, "train") and has_posterior(ds, "valid"))
+            or f"lfads_output_lfads_{ds}.h5" in names or f"lfads_output_{ds}.h5" in names
+            for ds in self.dataset_names)
         checkpoint = any(n.endswith(".ckpt") for n in names) or (
             "lightning_checkpoints" in names and self.lfads_torch_checkpoint() is not None)
         return {
@@ -192,7 +194,7 @@ class Run:
         """The trained LFADS weights (TF ``model_params``, else an lfads-torch checkpoint), in dataset order."""
         checkpoint = None if self.file_model_params.is_file() else self.lfads_torch_checkpoint()
         if self.file_model_params.is_file() or checkpoint is not None:
-            from .model_trained_params import ModelTrainedParams
+            from lfads_tools import ModelTrainedParams  # public name; its module belongs to another part
 
             if checkpoint is None:
                 return ModelTrainedParams.from_tf_model_params(self.file_model_params,
@@ -205,39 +207,57 @@ class Run:
     def load_fit_log(self) -> FitLog:
         return FitLog(self.file_fit_log, run_name=self.name)
 
-    def _trial_split(self, index: int, train_file: Path, valid_file: Path) -> dict:
-        """0-based train/valid trial indices (and time, conditions, counts when known) for one dataset."""
-        input_file = self.path_lfads_input / self.lfads_input_file_names[index]
+    def lfads_torch_output_file(self, index: int) -> Path | None:
+        """lfads-torch's ``lfads_output_<session>.h5`` of one dataset (session = input file stem or dataset name)."""
+        name = self.dataset_names[index]
+        for candidate in (f"lfads_output_lfads_{name}.h5", f"lfads_output_{name}.h5"):
+            if (self.path_lfads_output / candidate).is_file():
+                return self.path_lfads_output / candidate
+        return None
+
+    def _input_info(self, index: int) -> tuple[dict, dict]:
+        """``(info, extras)``: the dataset's ``inputInfo_<ds>.mat`` and the time, conditions and counts it gives."""
         info_file = self.path_lfads_input / self.lfads_input_info_file_names[index]
         info = _read_input_info(info_file) if info_file.is_file() else {}
-        split = {}
-        if input_file.is_file():
-            split = _read_split(input_file)
-        elif "trainInds" in info and "validInds" in info:
-            split = {"train_inds": np.ravel(info["trainInds"]).astype(np.int64) - 1,
-                     "valid_inds": np.ravel(info["validInds"]).astype(np.int64) - 1}
-        if not split:  # the run manager's deterministic split: every (ratio+1)-th trial from the first is valid
-            n = _rows(train_file) + _rows(valid_file)
-            valid = np.arange(0, n, int(self.params.trainToTestRatio) + 1)
-            split = {"train_inds": np.setdiff1d(np.arange(n), valid), "valid_inds": valid}
+        extras = {}
         if "seq_timeVector" in info and "seq_binSizeMs" in info:
             step = max(1, int(round(self.params.spikeBinMs / float(np.ravel(info["seq_binSizeMs"])[0]))))
-            split["time"] = np.ravel(info["seq_timeVector"])[::step]
+            extras["time"] = np.ravel(info["seq_timeVector"])[::step]
         if "conditionId" in info:
-            split["condition_ids"] = np.ravel(info["conditionId"])
+            extras["condition_ids"] = np.ravel(info["conditionId"])
         if "counts" in info:
-            split["raw_counts"] = np.asarray(info["counts"])
-        return split
+            extras["raw_counts"] = np.asarray(info["counts"])
+        return info, extras
+
+    def _trial_split(self, index: int, info: dict, train_file: Path, valid_file: Path) -> dict:
+        """0-based train/valid trial indices: from the LFADS input file, else inputInfo, else the split rule."""
+        input_file = self.path_lfads_input / self.lfads_input_file_names[index]
+        if input_file.is_file():
+            return _read_split(input_file)
+        if "trainInds" in info and "validInds" in info:
+            return {"train_inds": np.ravel(info["trainInds"]).astype(np.int64) - 1,
+                    "valid_inds": np.ravel(info["validInds"]).astype(np.int64) - 1}
+        n = _rows(train_file) + _rows(valid_file)  # the run manager's rule: every (ratio+1)-th trial is valid
+        valid = np.arange(0, n, int(self.params.trainToTestRatio) + 1)
+        return {"train_inds": np.setdiff1d(np.arange(n), valid), "valid_inds": valid}
 
     def load_posterior_means(self, kind: str | None = None) -> DatasetList:
-        """One :class:`PosteriorMeans` per dataset (a ``DatasetList`` by dataset name), rates in spikes/s."""
+        """One :class:`PosteriorMeans` per dataset (a ``DatasetList`` by dataset name), rates in spikes/s.
+
+        TF LFADS files of ``kind`` (default ``params.posterior_mean_kind``) are used when
+        present, else lfads-torch's ``lfads_output_*.h5``.
+        """
         kind = self._kind(kind)
         means = []
         for index, (train_file, valid_file) in enumerate(self.posterior_mean_files(kind)):
-            split = self._trial_split(index, train_file, valid_file)
-            means.append(PosteriorMeans.from_tf_files(
-                train_file, valid_file, spike_bin_ms=self.params.spikeBinMs, kind=kind,
-                dataset_name=self.dataset_names[index], **split))
+            info, extras = self._input_info(index)
+            common = dict(spike_bin_ms=self.params.spikeBinMs, dataset_name=self.dataset_names[index], **extras)
+            torch_file = None if train_file.exists() else self.lfads_torch_output_file(index)
+            if torch_file is not None:
+                means.append(PosteriorMeans.from_lfads_torch_file(torch_file, **common))
+            else:
+                split = self._trial_split(index, info, train_file, valid_file)
+                means.append(PosteriorMeans.from_tf_files(train_file, valid_file, kind=kind, **split, **common))
         return DatasetList(means, names=self.dataset_names)
 
     # ---- linear dynamical systems -------------------------------------------------

@@ -168,3 +168,52 @@ def test_posterior_file_problems_are_clear_errors(tmp_path):
         PosteriorMeans.from_tf_files(tmp_path / "nothing", tmp_path / "valid2", [1, 2, 3], [0], **args)
     with pytest.raises(FileFormatError, match="trials but the split lists only"):
         PosteriorMeans.from_tf_files(tmp_path / "train2", tmp_path / "valid", [1, 2], [0], **args)
+
+
+# ---- lfads-torch output files -----------------------------------------------------------------
+
+def write_torch_output(path, train_inds, valid_inds, T=5, D=4, seed=0, drop=(), inds=True):
+    """``lfads_output_<session>.h5``: a copy of the input file plus ``{split}_<field>`` outputs."""
+    rng = np.random.default_rng(seed)
+    arrays = {}
+    with h5py.File(path, "w") as f:
+        if inds:
+            f["train_inds"], f["valid_inds"] = train_inds, valid_inds
+        for split, n in (("train", len(train_inds)), ("valid", len(valid_inds))):
+            values = {"output_params": rng.uniform(0.01, 0.3, (n, T, D)), "factors": rng.normal(size=(n, T, 3)),
+                      "ic_mean": rng.normal(size=(n, 2)), "ic_std": rng.uniform(0.1, 1, (n, 2)),
+                      "gen_init": rng.normal(size=(n, 6)), "gen_states": rng.normal(size=(n, T, 6)),
+                      "gen_inputs": rng.normal(size=(n, T, 1)), "co_means": rng.normal(size=(n, T, 1)),
+                      "con_states": rng.normal(size=(n, T, 7))}
+            for key, value in values.items():
+                if f"{split}_{key}" not in drop:
+                    f[f"{split}_{key}"] = value
+                arrays[split, key] = value
+    return arrays
+
+
+@pytest.mark.parametrize("base", [0, 1])
+def test_lfads_torch_output_in_trial_order(tmp_path, base):
+    valid_inds, train_inds = np.array([3, 0]), np.array([1, 4, 2, 5])  # any order, 0- or 1-based in the file
+    arrays = write_torch_output(tmp_path / "out.h5", train_inds + base, valid_inds + base)
+    pm = PosteriorMeans.from_lfads_torch_file(tmp_path / "out.h5", spike_bin_ms=20, dataset_name="sess")
+    assert pm.kind == "lfads_torch" and pm.n_trials == 6
+    for split, inds in (("train", train_inds), ("valid", valid_inds)):
+        for row, trial in enumerate(inds):
+            np.testing.assert_allclose(pm.rates[trial], arrays[split, "output_params"][row] * 50)
+            np.testing.assert_array_equal(pm.controller_outputs[trial], arrays[split, "gen_inputs"][row])
+            np.testing.assert_allclose(pm.post_g0_logvar[trial], np.log(arrays[split, "ic_std"][row] ** 2))
+            np.testing.assert_array_equal(pm.generator_ics[trial], arrays[split, "gen_init"][row])
+    np.testing.assert_array_equal(pm.valid_inds, valid_inds)
+
+
+def test_lfads_torch_output_without_indices_and_bad_files(tmp_path):
+    arrays = write_torch_output(tmp_path / "plain.h5", np.arange(3), np.arange(2), inds=False)
+    pm = PosteriorMeans.from_lfads_torch_file(tmp_path / "plain.h5", spike_bin_ms=10, dataset_name="s")
+    np.testing.assert_array_equal(pm.factors[3], arrays["valid", "factors"][0])  # train trials first
+    write_torch_output(tmp_path / "dup.h5", np.array([0, 1, 1]), np.array([2, 3]))
+    with pytest.raises(FileFormatError, match="dup.h5: train_inds and valid_inds are not the positions"):
+        PosteriorMeans.from_lfads_torch_file(tmp_path / "dup.h5", spike_bin_ms=10, dataset_name="s")
+    write_torch_output(tmp_path / "short.h5", np.arange(3), np.arange(2), drop=("valid_factors",))
+    with pytest.raises(FileFormatError, match=r"short.h5 lacks the keys \['valid_factors'\]"):
+        PosteriorMeans.from_lfads_torch_file(tmp_path / "short.h5", spike_bin_ms=10, dataset_name="s")

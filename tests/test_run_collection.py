@@ -439,3 +439,16 @@ def test_fit_lds_stores_params_and_history(lds_rc, tmp_path):
 def test_load_kalman_params_without_fit(lds_rc):
     with pytest.raises(MissingFileError, match="call fit_lds first"):
         lds_rc.find_runs("both", 0).load_kalman_params()
+
+
+def test_lfads_torch_run_folder(rc):
+    from test_posterior_means_fit_log import write_torch_output
+
+    run = rc.find_runs("single_dataset002", 0)
+    run.prepare_folder()
+    assert not run.on_disk()["posterior_means"]
+    arrays = write_torch_output(run.path_lfads_output / "lfads_output_lfads_dataset002.h5", np.array([2, 3, 5]),
+                                np.array([1, 4]))
+    assert run.on_disk()["posterior_means"]
+    pm = run.load_posterior_means()["dataset002"]
+    np.testing.assert_allclose(pm.rates[4], arrays["train", "output_params"][2] * 1000 / run.params.spikeBinMs)
