@@ -242,3 +242,15 @@ def test_bad_arguments():
         lds.fit_em(y, num_states=1, tol=-1, progress=False)
     with pytest.raises(ValidationError, match="disagrees"):
         lds.fit_em(y, lds.KalmanParams(num_states=2, num_observations=3), num_states=3, progress=False)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_em_and_subspace_identification_run_on_cuda():
+    truth = lds.random_stable_lds(2, 4, seed=0)
+    y = lds.sample_lds(truth, 60, seed=0).observations
+    y[7, 1] = float("nan")
+    gpu = lds.fit_em(y.cuda(), num_states=2, max_iter=3, progress=False)
+    cpu = lds.fit_em(y, num_states=2, max_iter=3, progress=False)
+    assert gpu.params.device.type == "cuda" and gpu.params.A.is_cuda
+    assert gpu.params.to("cpu").allclose(cpu.params, rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(gpu.log_likelihoods.numpy(), cpu.log_likelihoods.numpy(), rtol=1e-9)

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings, strategies as st
 
 import lds
 import oracle_numpy as oracle
@@ -180,3 +181,18 @@ def test_bad_input_gets_clear_errors():
     broken.R = -torch.eye(3)
     with pytest.raises(NotPositiveDefiniteError, match="measurement_noise_covariance"):
         lds.kalman_smoother(broken, y)
+
+
+@settings(max_examples=15, deadline=None)
+@given(K=st.integers(1, 3), N=st.integers(1, 4), T=st.integers(1, 12), seed=st.integers(0, 10_000),
+       missing=st.floats(0.0, 0.6))
+def test_any_small_system_and_missing_pattern_matches_oracle(K, N, T, seed, missing):
+    p = lds.random_stable_lds(K, N, offsets=True, seed=seed)
+    y = lds.sample_lds(p, T, seed=seed).observations.numpy()
+    y[np.random.default_rng(seed).random(y.shape) < missing] = np.nan
+    filt, smooth, lag = oracle_smooth(p, y)
+    s = lds.kalman_smoother(p, y)
+    np.testing.assert_allclose(s.means.numpy(), smooth["means"], rtol=1e-9, atol=1e-10)
+    np.testing.assert_allclose(s.covariances.numpy(), smooth["covs"], rtol=1e-9, atol=1e-10)
+    np.testing.assert_allclose(s.lag_one_covariances.numpy(), lag, rtol=1e-9, atol=1e-10)
+    assert float(s.log_likelihood) == pytest.approx(filt["log_like"], rel=1e-10, abs=1e-10)

@@ -145,3 +145,15 @@ def test_online_orthogonalized_output_sessions_and_errors():
         online.step(np.full(6, np.inf))
     with pytest.raises(ValidationError, match="KalmanParams"):
         lds.OnlineKalmanFilter({"A": 1})
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_orthogonalize_and_online_filter_on_cuda():
+    p, y = data()
+    on_gpu = p.to("cuda")
+    online = lds.OnlineKalmanFilter(on_gpu, orthogonalize=True)
+    means = torch.stack([online.step(y[t].cuda())[0] for t in range(10)])
+    assert means.is_cuda
+    expected = lds.orthogonalize(p, lds.kalman_filter(p, y[:10]))[0]
+    assert torch.allclose(means.cpu(), expected, atol=1e-10)
+    assert lds.orthogonalize(on_gpu, expected.cuda())[0].is_cuda
