@@ -138,12 +138,16 @@ class Run:
         return files
 
     def lfads_torch_checkpoint(self) -> Path | None:
-        """The best lfads-torch checkpoint (``<epoch>-<step>.ckpt``, else ``last.ckpt``) in ``lfadsOutput``."""
+        """The lfads-torch checkpoint to load from ``lfadsOutput`` (or its ``lightning_checkpoints``).
+
+        Lightning keeps the best model as ``<epoch>-<step>.ckpt`` beside ``last.ckpt``;
+        the best one is preferred (the newest if there are several), else ``last.ckpt``.
+        """
         folder = self.path_lfads_output / "lightning_checkpoints"
-        candidates = sorted(folder.glob("*.ckpt")) if folder.is_dir() else []
-        candidates = candidates or sorted(self.path_lfads_output.glob("*.ckpt"))
+        candidates = list(folder.glob("*.ckpt")) if folder.is_dir() else []
+        candidates = candidates or list(self.path_lfads_output.glob("*.ckpt"))
         best = [c for c in candidates if c.name != "last.ckpt"]
-        return (best or candidates or [None])[-1]
+        return max(best or candidates, key=lambda c: c.stat().st_mtime, default=None)
 
     def _kind(self, kind: str | None) -> str:
         kind = kind or self.params.posterior_mean_kind

@@ -26,11 +26,20 @@ from .run_records import (RUN_RECORD_FILE, dataset_names_from_lfads_hyperparamet
                           params_from_lfads_hyperparameters, params_from_record, read_lfads_hyperparameters,
                           read_run_record)
 
-__all__ = ["RunSpec", "RunCollection"]
+__all__ = ["RunSpec", "RunCollection", "RunList"]
 
 
 def _is_single(search) -> bool:
     return search is not None and not isinstance(search, (list, tuple, np.ndarray, range))
+
+
+class RunList(list):
+    """The runs :meth:`RunCollection.find_runs` returns: a plain list that prints as a table."""
+
+    def __repr__(self) -> str:
+        rows = [[r.name, r.params_string, ", ".join(r.dataset_names), r.problem or ""] for r in self]
+        return f"{type(self).__name__} of {len(self)} runs\n" + tabulate(
+            rows, headers=["run spec", "params", "datasets", "problem"], disable_numparse=True) + "\n"
 
 
 class RunSpec:
@@ -190,13 +199,14 @@ class RunCollection:
         """Runs matching both searches; ``None`` means all.
 
         A single Run when each search names one entry (MATLAB: ``rc.findRuns('all', 1)``
-        is ``rc.find_runs('all', 0)``), else a list ordered by params, then run spec
-        (MATLAB's column-major ``rc.runs(:)`` order).
+        is ``rc.find_runs('all', 0)``), else a :class:`RunList` ordered by params, then
+        run spec (MATLAB's column-major ``rc.runs(:)`` order). Parameter sets are matched
+        by their folder's hash, whatever the class of a RunParams given.
         """
         rows, cols = self.find_run_specs(run_spec_search), self.find_params(param_search)
         if _is_single(run_spec_search) and _is_single(param_search):
             return self._runs[rows[0], cols[0]]
-        return [self._runs[i, j] for j in cols for i in rows]
+        return RunList(self._runs[i, j] for j in cols for i in rows)
 
     # ---- listing ---------------------------------------------------------------------
     def runs_rows(self) -> list[dict]:

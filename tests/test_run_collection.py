@@ -99,6 +99,8 @@ def test_find_runs_semantics(rc):
     assert [(r.name, r.param_index) for r in picked] == [("all", 0), ("single_dataset002", 0), ("all", 2),
                                                         ("single_dataset002", 2)]
     assert len(rc.find_runs([True, False, False, True], None)) == 6
+    listing = repr(column)
+    assert listing.startswith("RunList of 4 runs") and "param_Z1-4Ne" in listing and "dataset003" in listing
 
 
 @pytest.mark.parametrize("specs, params, message", [
