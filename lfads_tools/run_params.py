@@ -151,10 +151,13 @@ def coerce_value(spec: Hyperparameter, value):
     cls = spec.matlab_class
 
     def fail(expected):
-        raise ValidationError(f"hyperparameter {spec.name} ({cls}) must be {expected}, got {value!r}")
+        raise ValidationError(f"hyperparameter {spec.name} ({cls or 'untyped'}) must be {expected}, got {value!r}")
 
     if cls is None:
-        infer_matlab_class(_freeze(value))  # raises for values that cannot be hashed
+        try:
+            infer_matlab_class(_freeze(value))
+        except ValidationError:
+            fail("a number, logical, string or list")
         return _freeze(value)
     if cls == "char":
         return value if isinstance(value, str) else fail("a string")

@@ -230,7 +230,8 @@ def test_unknown_names_get_a_suggestion():
 
 @pytest.mark.parametrize("name, value", [("c_batch_size", -1), ("c_batch_size", 1.5), ("c_batch_size", 70000),
                                          ("c_batch_size", "150"), ("useAlignmentMatrix", 2), ("c_device", 0),
-                                         ("spikeBinMs", "ten"), ("alignmentExtraArgs", "x")])
+                                         ("spikeBinMs", "ten"), ("alignmentExtraArgs", "x"),
+                                         ("c_co_prior_var_scale", {1, 2})])
 def test_values_are_checked_against_the_matlab_class(name, value):
     with pytest.raises(ValidationError, match=name):
         RunParams(**{name: value})
