@@ -139,7 +139,8 @@ class FitLog:
                   ("last step", str(int(self.step[-1])) if self.n_epochs else "[]"),
                   ("lve_index", "[]" if lve is None else f"{lve} (epoch {int(self.epoch[lve])}, "
                                                          f"step {int(self.step[lve])})"),
-                  ("total_valid_lve", f"{self.total_valid_lve:.2f}"), ("recon_valid_lve", f"{self.recon_valid_lve:.2f}"),
+                  ("total_valid_lve", f"{self.total_valid_lve:.2f}"),
+                  ("recon_valid_lve", f"{self.recon_valid_lve:.2f}"),
                   ("kl_valid_lve", f"{self.kl_valid_lve:.2f}"), ("columns", ", ".join(COLUMNS))]
         width = max(len(k) for k, _ in fields) + 4
         return "  FitLog with properties:\n\n" + "\n".join(f"{k.rjust(width)}: {v}" for k, v in fields) + "\n"

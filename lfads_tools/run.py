@@ -126,11 +126,12 @@ class Run:
         return self.path_lds / "em_history.json"
 
     def posterior_mean_files(self, kind: str | None = None) -> list[tuple[Path, Path]]:
-        """``(train, valid)`` posterior-mean files per dataset; the legacy ``_posterior_sample`` name if only it exists."""
+        """``(train, valid)`` posterior-mean files per dataset (the legacy ``_posterior_sample`` name if only it exists)."""
         kind = self._kind(kind)
         files = []
         for name in self.dataset_names:
-            pair = tuple(self.path_lfads_output / f"model_runs_{name}.h5_{split}_{kind}" for split in ("train", "valid"))
+            pair = tuple(self.path_lfads_output / f"model_runs_{name}.h5_{split}_{kind}"
+                         for split in ("train", "valid"))
             legacy = tuple(self.path_lfads_output / f"model_runs_{name}.h5_{split}_posterior_sample"
                            for split in ("train", "valid"))
             use_legacy = kind == POSTERIOR_KINDS[0] and not pair[0].exists() and legacy[0].exists()

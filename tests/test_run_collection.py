@@ -1,4 +1,5 @@
-"""Datasets, RunSpec, RunCollection (grid, find_runs, runs_table, from_disk) and Run on trees in the reference layout."""
+"""Datasets, RunSpec, RunCollection (grid, find_runs, runs_table, from_disk) and Run, on trees in the
+reference layout."""
 
 import json
 import os
@@ -82,8 +83,10 @@ def test_grid_and_paths(rc, tmp_path):
     root = tmp_path / "runs" / "exp1"
     assert run.path == root / "param_YOs74u" / "all"
     assert run.path_common_data == root / "data_4MaTKO" / "all"
-    assert run.path_lfads_input == run.path / "lfadsInput" and run.file_model_params == run.path / "lfadsOutput" / "model_params"
-    assert run.file_fit_log.name == "fitlog.csv" and run.lfads_input_file_names == ["lfads_dataset001.h5", "lfads_dataset002.h5", "lfads_dataset003.h5"]
+    assert run.path_lfads_input == run.path / "lfadsInput"
+    assert run.file_model_params == run.path / "lfadsOutput" / "model_params"
+    assert run.file_fit_log == run.path / "lfadsOutput" / "fitlog.csv"
+    assert run.lfads_input_file_names == ["lfads_dataset001.h5", "lfads_dataset002.h5", "lfads_dataset003.h5"]
     assert [p.version for p in rc.params] == [rc.version] * 3
 
 

@@ -202,7 +202,8 @@ def test_subclass_parameters_join_hashes_only_when_changed():
     sub.useHandKinematics = True
     expected = dict((k, (RunParams.parameter(k).matlab_class, v)) for k, v in SINGLE_SESSION.items())
     assert sub.param_hash == "param_" + oracle_hash({**expected, "useHandKinematics": ("logical", True)})
-    assert sub.data_hash == "data_" + oracle_hash({"c_factors_dim": ("uint16", 8), "useHandKinematics": ("logical", True)})
+    assert sub.data_hash == "data_" + oracle_hash({"c_factors_dim": ("uint16", 8),
+                                                   "useHandKinematics": ("logical", True)})
     # a c_-prefixed subclass property also joins the data hash, and arrays hash as MATLAB row vectors
     windowed = HandParams(c_window_ms=[-200, 500])
     assert windowed.data_hash != RunParams().data_hash
