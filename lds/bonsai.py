@@ -23,6 +23,7 @@ Choices that differ from the C# original (documented deviations):
 
 from __future__ import annotations
 
+import math
 import uuid
 import warnings
 from contextlib import ExitStack
@@ -137,8 +138,10 @@ def tensor_from_bytes(data: bytes, source="data") -> torch.Tensor:
         if size >= 2**63:
             raise FileFormatError(f"{source}: size {size} of dimension {axis} is larger than a tensor can have")
         shape.append(size)
-    numel = int(np.prod(shape, dtype=object)) if shape else 1
-    nbytes = numel * torch.empty((), dtype=dtype).element_size()
+    element_size = torch.empty((), dtype=dtype).element_size()
+    if math.prod(max(size, 1) for size in shape) * element_size >= 2**63:  # strides overflow, even with a 0 size
+        raise FileFormatError(f"{source}: shape {shape} is larger than a tensor can have")
+    nbytes = math.prod(shape) * element_size
     if len(data) - pos < nbytes:
         raise FileFormatError(
             f"{source} is truncated: shape {shape} of {str(dtype).replace('torch.', '')} needs {nbytes} data "

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib
-import io
 import json
 import struct
 from dataclasses import dataclass, field
@@ -308,7 +307,7 @@ def _hdf5_part(data: bytes, path, verify: bool) -> tuple[int, bytes]:
 
 def _read_tree(data: bytes, path) -> Node:
     try:
-        with h5py.File(io.BytesIO(data), "r") as f:
+        with h5py.File(h5py.h5f.open_file_image(data), "r") as f:  # parse from memory: the bytes checked
             return _read_group(f, path, depth=0)
     except LfadsToolsError:
         raise

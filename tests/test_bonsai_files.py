@@ -80,7 +80,9 @@ def test_trailing_bytes_are_ignored_as_torchsharp_does():
     (b"\x07\x01" + b"\xff" * 11, "bad LEB128"),
     (b"\x07\x80\x80", "truncated"),
     (b"\x07\x02\x00" + encode_uleb128(2**64), "larger than a tensor can have"),
-    (b"\x07\x01\xff\xff\xff\xff\xff\xff\xff\xff\x7f", "truncated"),
+    (b"\x00\x03\x00" + encode_uleb128(2**40) + encode_uleb128(2**40), "larger than a tensor can have"),
+    (b"\x07\x01\xff\xff\xff\xff\xff\xff\xff\xff\x7f", "larger than a tensor can have"),
+    (b"\x07\x01\xff\xff\xff\xff\x0f", "truncated: shape \\[4294967295\\] of float64 needs 34359738360"),
 ])
 def test_bad_tensor_bytes_get_clear_errors(data, message):
     with pytest.raises(FileFormatError, match=message):
