@@ -33,7 +33,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .errors import DefaultsUsedWarning, FileFormatError, LfadsToolsError, MissingFileError, OverwriteError, ValidationError
+from .errors import (
+    DefaultsUsedWarning,
+    FileFormatError,
+    LfadsToolsError,
+    MissingFileError,
+    OverwriteError,
+    ValidationError,
+)
 from .fileio import atomic_path
 
 __all__ = [

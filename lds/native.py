@@ -45,7 +45,6 @@ from .errors import (
     LfadsToolsError,
     MissingFileError,
     ShapeError,
-    UnknownParameterError,
     ValidationError,
 )
 from .fileio import atomic_path, check_writable
@@ -422,7 +421,9 @@ def _read_document(path, verify: bool = True) -> _Document:
     header_version, hdf5 = _hdf5_part(data, path, verify)
     tree = _read_tree(hdf5, path)
     if _text(tree.attrs.get("format")) != FORMAT_NAME:
-        raise FileFormatError(f"{path} is an HDF5 file but not an lfads-tools parameter file (no format={FORMAT_NAME!r})")
+        raise FileFormatError(
+            f"{path} is an HDF5 file but not an lfads-tools parameter file (no format={FORMAT_NAME!r})"
+        )
     version = tree.attrs.get("format_version")
     if not isinstance(version, int) or version < 1:
         raise FileFormatError(f"{path}: format_version should be a positive integer, found {version!r}")
@@ -500,7 +501,9 @@ def _resolve_class(info: NativeFileInfo, cls):
         try:
             importlib.import_module(info.module)
         except ImportError as exc:
-            raise FileFormatError(f"{info.path}: cannot import module {info.module!r} of {info.class_name}: {exc}") from None
+            raise FileFormatError(
+                f"{info.path}: cannot import module {info.module!r} of {info.class_name}: {exc}"
+            ) from None
         found = ParamsContainer.registered_class(info.module, info.class_name)
         if found is None:
             raise FileFormatError(f"{info.path}: module {info.module} has no parameter class {info.class_name}")
@@ -579,7 +582,9 @@ def rebuild(doc: _Document, cls=None, fields: Iterable[str] | None = None, dtype
     if fields is None and doc.info.dims is not None:
         found = json.loads(_to_json(obj.dims, "dims"))
         if found != doc.info.dims:
-            raise FileFormatError(f"{doc.info.path}: the configuration says dims {doc.info.dims}, the arrays give {found}")
+            raise FileFormatError(
+                f"{doc.info.path}: the configuration says dims {doc.info.dims}, the arrays give {found}"
+            )
     built_dtype = str(getattr(obj, "dtype", doc.info.dtype)).replace("torch.", "")
     if dtype is None and doc.info.dtype and built_dtype != doc.info.dtype:
         dtype = doc.info.dtype  # e.g. a float32 file loaded with fields= that omit the first array

@@ -242,7 +242,8 @@ def test_load_state_shape_mismatch_names_field_and_changes_nothing(tmp_path):
     kalman().save(tmp_path / "k3.h5")
     target = lds.random_stable_lds(4, 5, seed=0, offsets=True)
     before = target.clone()
-    with pytest.raises(ShapeError, match=r"KalmanParams.transition_matrix: .*k3.h5 has shape \(3, 3\).*expects \(4, 4\)"):
+    expected = r"KalmanParams.transition_matrix: .*k3.h5 has shape \(3, 3\).*expects \(4, 4\)"
+    with pytest.raises(ShapeError, match=expected):
         target.load_state(tmp_path / "k3.h5")
     assert target == before
     kalman(multi=True).save(tmp_path / "multi.h5")
