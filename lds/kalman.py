@@ -199,10 +199,10 @@ def smooth_trial(model: SessionModel, filtered: FilterResult, where: str = "y") 
                           filtered.log_likelihood, filtered)
 
 
-def _check_method(method: str) -> str:
+def _check_method(method: str) -> None:
+    """Only the plain path exists so far; ``"auto"`` will also pick a faster one when present."""
     if method not in METHODS:
         raise ValidationError(f"method must be one of {METHODS}, got {method!r}")
-    return "plain"
 
 
 def _trial_label(obs, i: int) -> str:

@@ -95,7 +95,7 @@ def prepare(params: KalmanParams, y) -> tuple[KalmanParams, Observations]:
             )
         names, groups = None, [("y", y, 0)]
     trials, sessions, layouts = [], [], []
-    Ns = params._num_observations
+    Ns = params.num_observations if params.is_multi_session else [params.num_observations]
     for where, data, session in groups:
         kind, arrays = _split_trials(where, data)
         for label, array in arrays:

@@ -8,18 +8,10 @@ import torch
 
 import lds
 import oracle_numpy as oracle
+from lds_threads import one_thread  # noqa: F401  (autouse fixture)
 from lds.errors import LikelihoodDecreaseWarning, UnknownParameterError, ValidationError
 
 ALL = ["A", "b", "C", "d", "Q", "R", "m0", "V0"]
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny per-time-step ops run far faster on one thread on a shared machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def relative_error(actual, expected):

@@ -7,16 +7,8 @@ from hypothesis import given, settings, strategies as st
 
 import lds
 import oracle_numpy as oracle
+from lds_threads import one_thread  # noqa: F401  (autouse fixture)
 from lds.errors import DatasetNameError, NotPositiveDefiniteError, ShapeError, ValidationError
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny per-time-step ops run far faster on one thread on a shared machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def numpy_params(p):

@@ -6,6 +6,7 @@ import torch
 
 import lds
 import oracle_numpy as oracle
+from lds_threads import one_thread  # noqa: F401  (autouse fixture)
 from lds.errors import ShapeError, ValidationError
 
 A_TRUE = np.array([[0.95, 0.15], [-0.15, 0.95]]) @ np.diag([1.0, 0.7])
