@@ -1,0 +1,180 @@
+"""The lfads-tools command line tool: every command through main(), exit codes, one-line errors, --help."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import lds
+from lfads_tools import Dataset, RunCollection, RunParams, RunSpec
+from lfads_tools.cli import main
+
+COMMANDS = ("inspect", "runs", "fit-lds", "report", "demo")
+
+
+def run_main(capsys, *args):
+    code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_one_line_error(code, err, *fragments):
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("lfads-tools ") and ": error: " in lines[0], err
+    assert "Traceback" not in err
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+@pytest.fixture(scope="module")
+def observations(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("cli")
+    y = np.asarray(lds.sample_lds(lds.random_stable_lds(2, 5, seed=3), 80, seed=3).observations)
+    np.save(folder / "y.npy", y)
+    return folder, y
+
+
+@pytest.fixture(scope="module")
+def fitted(observations):
+    folder, y = observations
+    code = main(["fit-lds", str(folder / "y.npy"), "--states", "2", "--max-iter", "4", "--out",
+                 str(folder / "fit.h5"), "--bonsai", str(folder / "bonsai"), "--quiet"])
+    assert code == 0
+    return folder / "fit.h5", folder / "bonsai"
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_has_help_with_an_example(command, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    assert "examples:" in text and f"lfads-tools {command}" in text.split("examples:")[1]
+
+
+def test_fit_lds_equals_direct_em_and_records_history(observations, fitted, capsys):
+    _, y = observations
+    native, bonsai = fitted
+    direct = lds.fit_em(y, num_states=2, max_iter=4, progress=False)
+    saved = lds.KalmanParams.load(native)
+    assert saved.allclose(direct.params, rtol=1e-10, atol=1e-12)
+    user = lds.native.read_info(native).metadata["user"]
+    np.testing.assert_allclose(user["log_likelihoods"], direct.log_likelihoods.numpy())
+    assert user["num_states"] == 2 and user["source"].endswith("y.npy")
+    # the subspace start fits an observation offset; Bonsai then stores the absent state offset as zeros
+    assert saved.differences(lds.KalmanParams.load_bonsai(bonsai)) == ["state_offset"]
+
+
+def test_fit_lds_from_nwb_with_trials(tmp_path, capsys):
+    pytest.importorskip("pynwb")
+    from test_data_nwb import write_nwb
+
+    rng = np.random.default_rng(0)
+    spikes = [np.sort(rng.uniform(0, 2.0, size=40)) for _ in range(4)]
+    path = write_nwb(tmp_path / "rec.nwb", spikes, trials=[(0.0, 1.0), (1.0, 2.0)])
+    code, out, _ = run_main(capsys, "fit-lds", path, "--states", "2", "--max-iter", "2", "--trials",
+                            "--bin-width", "0.05", "--out", tmp_path / "nwb_fit.h5", "--quiet")
+    assert code == 0 and "(2 trials)" in out
+    assert lds.KalmanParams.load(tmp_path / "nwb_fit.h5").num_observations == 4
+
+
+def test_fit_lds_bad_input_is_one_line(observations, fitted, tmp_path, capsys):
+    folder, _ = observations
+    native, _ = fitted
+    assert_one_line_error(*run_main(capsys, "fit-lds", tmp_path / "none.npy", "--states", "2", "--out",
+                                    tmp_path / "o.h5")[::2], "none.npy does not exist")
+    assert_one_line_error(*run_main(capsys, "fit-lds", folder / "y.npy", "--states", "2", "--out", native)[::2],
+                          "already exists")
+    assert_one_line_error(*run_main(capsys, "fit-lds", folder / "y.npy", "--states", "2", "--max-iter", "0",
+                                    "--out", tmp_path / "o.h5")[::2], "max_iter")
+    with pytest.raises(SystemExit) as exit_info:  # argparse: --states missing
+        main(["fit-lds", str(folder / "y.npy"), "--out", str(tmp_path / "o.h5")])
+    assert exit_info.value.code == 2
+
+
+def test_inspect_native_in_every_format(fitted, capsys):
+    native, _ = fitted
+    params = lds.KalmanParams.load(native)
+    code, text, _ = run_main(capsys, "inspect", native)
+    assert code == 0 and params.format() in text and params.summary() in text
+    code, md, _ = run_main(capsys, "inspect", native, "--format", "markdown")
+    assert code == 0 and params.summary(tablefmt="github") in md and "```" in md
+    code, page, _ = run_main(capsys, "inspect", native, "--format", "html")
+    assert code == 0 and params._repr_html_() in page and "<pre>" in page
+    code, raw, _ = run_main(capsys, "inspect", native, "--format", "json")
+    payload = json.loads(raw)
+    assert code == 0 and payload["class"] == "KalmanParams"
+    assert payload["fields"] == json.loads(json.dumps(params.summary_rows()))
+    assert len(payload["metadata"]["log_likelihoods"]) >= 2
+
+
+def test_inspect_bonsai_folder_and_errors(fitted, tmp_path, capsys):
+    _, bonsai = fitted
+    code, text, _ = run_main(capsys, "inspect", bonsai)
+    assert code == 0 and "Bonsai.ML.Lds.Torch parameter folder" in text and "transition_matrix" in text
+    assert_one_line_error(*run_main(capsys, "inspect", tmp_path / "missing.h5")[::2], "missing.h5 does not exist")
+    assert_one_line_error(*run_main(capsys, "inspect", tmp_path)[::2], "neither Bonsai parameter files")
+
+
+def test_report_of_a_native_fit(fitted, tmp_path, capsys):
+    native, _ = fitted
+    out = tmp_path / "report.html"
+    code, stdout, _ = run_main(capsys, "report", native, "--out", out, "--title", "LDS fit")
+    assert code == 0 and f"wrote {out}" in stdout
+    text = out.read_text()
+    for section in ("overview", "summary", "eigenvalues", "readouts", "heatmaps", "curves"):
+        assert f'<section id="{section}">' in text
+    assert text.count("data:image/png;base64,") >= 4 and "<title>LDS fit</title>" in text
+    assert_one_line_error(*run_main(capsys, "report", native, "--out", out)[::2], "already exists")
+
+
+@pytest.fixture
+def collection(tmp_path):
+    a, b = Dataset(name="a"), Dataset(name="b")
+    rc = RunCollection(tmp_path / "runs", "exp", None)
+    rc.add_run_spec([RunSpec("single_a", [a]), RunSpec("both", [a, b])])
+    rc.add_params(RunParams(c_batch_size=10).sweep(c_factors_dim=[2, 4]))
+    rc.prepare_folders(progress=False)
+    return rc
+
+
+def test_runs_table_and_filters(collection, capsys):
+    root = collection.root_path
+    code, out, _ = run_main(capsys, "runs", root, "exp")
+    assert code == 0 and "4 of 4 runs" in out
+    for folder in collection.param_hashes:
+        assert folder in out
+    first, second = collection.param_hashes
+    code, out, _ = run_main(capsys, "runs", root, "exp", "--spec", "both", "--params", second)
+    assert code == 0 and "1 of 4 runs" in out and first not in out and "single_a" not in out
+    code, out, _ = run_main(capsys, "runs", root, "exp", "--params", "0", "--format", "json")
+    rows = json.loads(out)
+    assert code == 0 and sorted(r["name"] for r in rows) == ["both", "single_a"]
+    assert {r["params"] for r in rows} == {sorted(collection.param_hashes)[0]}  # from disk: folder order
+    assert_one_line_error(*run_main(capsys, "runs", root, "exp", "--spec", "nope")[::2], "nope", "single_a")
+    assert_one_line_error(*run_main(capsys, "runs", root, "missing")[::2], "does not exist")
+
+
+def test_demo_runs_the_whole_path(tmp_path, capsys):
+    code, out, _ = run_main(capsys, "demo", "--out", tmp_path / "demo")
+    assert code == 0
+    assert (tmp_path / "demo" / "report_all.html").is_file()
+    assert (tmp_path / "demo" / "exported" / "lds_all.h5").is_file()
+    assert "native file" in out and "reloads equal: True" in out
+    assert_one_line_error(*run_main(capsys, "demo", "--out", tmp_path / "demo")[::2], "not empty")
+
+
+def test_console_script(tmp_path):
+    script = Path(sys.executable).parent / "lfads-tools"
+    if not script.exists():
+        pytest.skip("the package is not installed with its console script in this environment")
+    ok = subprocess.run([str(script), "inspect", "--help"], capture_output=True, text=True, timeout=120)
+    assert ok.returncode == 0 and "lfads-tools inspect" in ok.stdout
+    bad = subprocess.run([str(script), "inspect", str(tmp_path / "nothing.h5")], capture_output=True, text=True,
+                         timeout=120)
+    assert bad.returncode == 2 and bad.stderr.strip().count("\n") == 0
+    assert bad.stderr.startswith("lfads-tools inspect: error:") and "nothing.h5 does not exist" in bad.stderr
