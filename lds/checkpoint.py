@@ -154,7 +154,9 @@ def data_fingerprint(y) -> str:
     digest = hashlib.sha256()
 
     def visit(value):
-        if isinstance(value, Mapping):
+        if hasattr(value, "trials") and hasattr(value, "sessions"):  # prepared lds.observations.Observations
+            visit({"trials": list(value.trials), "sessions": list(value.sessions)})
+        elif isinstance(value, Mapping):
             for key in value:
                 digest.update(f"key:{key};".encode())
                 visit(value[key])
@@ -163,7 +165,10 @@ def data_fingerprint(y) -> str:
             for item in value:
                 visit(item)
         else:
-            array = np.ascontiguousarray(as_numpy(value), dtype="<f8")
+            try:
+                array = np.ascontiguousarray(as_numpy(value), dtype="<f8")
+            except (TypeError, ValueError):
+                raise ValidationError(f"cannot checkpoint a fit of data of type {type(value).__name__}") from None
             digest.update(f"array:{array.shape};".encode())
             digest.update(array.tobytes())
 

@@ -192,3 +192,18 @@ def test_sigkill_while_checkpointing_never_corrupts_and_resume_is_exact(tmp_path
         resumed = fit(y, init, max_iter, checkpoint_dir=folder, keep_last=2)
         assert same_fit(resumed, reference), f"trial {trial}: resume differs"
     assert killed_with_progress >= 8  # the kills really landed during the fit
+
+
+def test_data_fingerprint_tells_data_apart():
+    from lds.checkpoint import data_fingerprint
+    from lds.observations import prepare
+
+    y, init = problem()
+    same = y.clone()
+    changed = y.clone()
+    changed[3, 1] = float("nan")  # a missing value is data too
+    assert data_fingerprint(y) == data_fingerprint(same) == data_fingerprint(y.numpy())
+    assert len({data_fingerprint(v) for v in (y, changed, [y], {"a": y}, y[:-1])}) == 5
+    assert data_fingerprint(prepare(init, y)[1]) == data_fingerprint(prepare(init, same)[1])
+    with pytest.raises(ValidationError, match="type object"):
+        data_fingerprint(object())
