@@ -3,7 +3,7 @@
 Writes DATA_DIR/train.npz and DATA_DIR/test.npz: spike counts in 20 ms bins (edges from
 0 to the last spike), transformed with sqrt(count + 0.5), time-major [T, 142].
 
-    python download_data.py              # real data, needs internet (about 50 MB)
+    python download_data.py              # real data, needs internet
     python download_data.py --synthetic  # same-shaped Lorenz-driven data, offline
 """
 
