@@ -279,10 +279,8 @@ def _text(value) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def _hdf5_part(data: bytes, path, verify: bool) -> tuple[int, bytes]:
-    """Check the header of a file's bytes; return (header version, HDF5 bytes to parse)."""
-    if data.startswith(_HDF5_SIGNATURE):
-        return 0, data  # a file from before the header existed (format 1); the root attributes say
+def _check_header(data: bytes, path, verify: bool) -> int:
+    """Check the header and checksum of a file's bytes; return the header's format version."""
     if not data.startswith(MAGIC):
         raise FileFormatError(
             f"{path} is not an lfads-tools parameter file (wrong magic: starts with {data[:16]!r})"
@@ -290,7 +288,7 @@ def _hdf5_part(data: bytes, path, verify: bool) -> tuple[int, bytes]:
     if len(data) < USER_BLOCK:
         raise FileFormatError(f"{path} is truncated: {len(data)} bytes, shorter than the {USER_BLOCK}-byte header")
     _, version, length, digest = _HEADER.unpack_from(data)
-    body = data[USER_BLOCK:]
+    body = memoryview(data)[USER_BLOCK:]
     if len(body) != length:
         raise FileFormatError(
             f"{path} is truncated or has extra bytes: the header promises {length} bytes of HDF5 data, "
@@ -301,12 +299,19 @@ def _hdf5_part(data: bytes, path, verify: bool) -> tuple[int, bytes]:
             f"{path} is corrupt: the SHA-256 of its content does not match the header "
             f"(damaged, or edited by another program; load with verify=False to skip the checks)"
         )
-    return version, data
+    return version
 
 
-def _read_tree(data: bytes, path) -> Node:
+def _read_tree(source, path) -> Node:
+    """Read a whole file (a path, or an HDF5 file image already checked) into memory."""
     try:
-        with h5py.File(h5py.h5f.open_file_image(data), "r") as f:  # parse from memory: the bytes checked
+        if isinstance(source, bytes):
+            source = h5py.h5f.open_file_image(source)
+        with h5py.File(source, "r") as f:
+            if _text(f.attrs.get("format")) != FORMAT_NAME:
+                raise FileFormatError(
+                    f"{path} is an HDF5 file but not an lfads-tools parameter file (no format={FORMAT_NAME!r})"
+                )
             return _read_group(f, path, depth=0)
     except LfadsToolsError:
         raise
@@ -417,13 +422,14 @@ def _read_document(path, verify: bool = True) -> _Document:
     path = Path(path)
     if not path.is_file():
         raise MissingFileError(f"parameter file {path} does not exist")
-    data = path.read_bytes()
-    header_version, hdf5 = _hdf5_part(data, path, verify)
-    tree = _read_tree(hdf5, path)
-    if _text(tree.attrs.get("format")) != FORMAT_NAME:
-        raise FileFormatError(
-            f"{path} is an HDF5 file but not an lfads-tools parameter file (no format={FORMAT_NAME!r})"
-        )
+    with open(path, "rb") as f:
+        start = f.read(len(_HDF5_SIGNATURE))
+    if start == _HDF5_SIGNATURE:  # format 1: plain HDF5 without our header, nothing to check first
+        header_version, tree = 0, _read_tree(path, path)
+    else:
+        data = path.read_bytes()
+        header_version = _check_header(data, path, verify)
+        tree = _read_tree(data, path)  # parse the very bytes that were checked
     version = tree.attrs.get("format_version")
     if not isinstance(version, int) or version < 1:
         raise FileFormatError(f"{path}: format_version should be a positive integer, found {version!r}")

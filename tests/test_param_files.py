@@ -182,6 +182,13 @@ def test_corrupt_files_get_clear_errors(tmp_path):
         assert name in str(info.value)
     with pytest.raises(MissingFileError, match="does not exist"):
         lds.KalmanParams.load(tmp_path / "nope.h5")
+    with h5py.File(tmp_path / "other.h5", "w") as f:
+        f["x"] = np.zeros(3)
+    with pytest.raises(FileFormatError, match="other.h5 is an HDF5 file but not an lfads-tools parameter file"):
+        lds.KalmanParams.load(tmp_path / "other.h5")
+    (tmp_path / "fake.h5").write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(200))
+    with pytest.raises(FileFormatError, match="fake.h5: cannot read the HDF5 content"):
+        lds.KalmanParams.load(tmp_path / "fake.h5")
 
 
 def test_per_array_checksum_names_the_array(tmp_path):
