@@ -7,7 +7,7 @@ from .em import EMResult, SufficientStatistics, expected_statistics, fit_em, m_s
 from .kalman import FilterResult, SmootherResult, kalman_filter, kalman_smoother, log_likelihood
 from .online import OnlineKalmanFilter
 from .orthogonalize import orthogonalize
-from . import bonsai, checkpoint, interop, native
+from . import bonsai, checkpoint, interop, native, partial
 from .native import load_params, save_params
 from .params import KalmanParams
 from .subspace import subspace_identification

@@ -286,8 +286,8 @@ class ParamsContainer:
         return load_params(path, cls=cls, fields=fields, **options)
 
     def load_state(self, source, fields: Iterable[str] | None = None, strict: bool = False):
-        """Copy fields from a file or another object into this one (see :func:`lds.native.load_state`)."""
-        from .native import load_state
+        """Copy fields from a file or another object into this one (see :func:`lds.partial.load_state`)."""
+        from .partial import load_state
 
         return load_state(self, source, fields=fields, strict=strict)
 
