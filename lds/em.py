@@ -37,7 +37,7 @@ from .containers import DatasetList
 from .checkpoint import EMCheckpoints, data_fingerprint
 from .errors import LikelihoodDecreaseWarning, UnknownParameterError, ValidationError
 from .kalman import SessionModel, cholesky, filter_trial, session_models, smooth_trial, symmetrize
-from .observations import Observations, prepare
+from .observations import prepare
 from .params import KalmanParams
 from .results import ResultDisplay
 

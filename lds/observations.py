@@ -83,7 +83,8 @@ def prepare(params: KalmanParams, y) -> tuple[KalmanParams, Observations]:
         names = [str(k) for k in y]
         unknown = [n for n in names if n not in params.dataset_names]
         if unknown:
-            raise DatasetNameError(f"y has sessions {unknown} that the parameters lack; they have {params.dataset_names}")
+            raise DatasetNameError(
+                f"y has sessions {unknown} that the parameters lack; they have {params.dataset_names}")
         if not names:
             raise ValidationError("y is an empty dict; give data for at least one session")
         groups = [(f"y[{n!r}]", y[n], params.dataset_names.index(n)) for n in names]

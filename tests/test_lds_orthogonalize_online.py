@@ -83,7 +83,8 @@ def test_online_filter_equals_the_batch_filter_with_missing_samples():
     online = lds.OnlineKalmanFilter(p)
     for t in range(len(y)):
         mean, cov = online.step(y[t])
-        assert torch.allclose(mean, batch.means[t], atol=1e-12) and torch.allclose(cov, batch.covariances[t], atol=1e-12)
+        assert torch.allclose(mean, batch.means[t], atol=1e-12)
+        assert torch.allclose(cov, batch.covariances[t], atol=1e-12)
     assert float(online.log_likelihood) == pytest.approx(float(batch.log_likelihood), rel=1e-12)
     assert online.num_steps == len(y) and "40 steps" in repr(online)
     online.reset()
