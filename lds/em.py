@@ -9,8 +9,9 @@ Deviations from Bonsai.ML.Lds.Torch, each a fix of a flaw the reference notes:
 
 - the log-likelihood history is float64 and only holds values actually computed;
 - convergence is tested *before* the M-step, on the relative change
-  ``(LL_i - LL_{i-1}) / |LL_{i-1}| < tol``, so on convergence the returned parameters
-  are those of the last history entry; a decrease beyond round-off raises a
+  ``(LL_i - LL_{i-1}) / max(|LL_{i-1}|, 1) < tol``, so on convergence the returned parameters
+  are those of the last history entry; a decrease beyond round-off (a relative drop above
+  1000 eps of the dtype) raises a
   :class:`~lds.errors.LikelihoodDecreaseWarning`, stops EM and returns the best
   parameters seen (never reported as convergence);
 - the offset updates use the correct sums (``sum_x_prev`` over ``x_{-1} .. x_{T-2}``,
@@ -296,7 +297,7 @@ def fit_em(y, params: KalmanParams | None = None, num_states: int | None = None,
     None, a stochastic subspace identification with ``num_states`` states
     (:func:`lds.subspace_identification`) starts EM. ``estimate``: the parameters to
     update (default all but the offsets). EM stops when the relative change of the
-    log-likelihood, ``(LL_i - LL_{i-1}) / |LL_{i-1}|``, is below ``tol``, or after
+    log-likelihood, ``(LL_i - LL_{i-1}) / max(|LL_{i-1}|, 1)``, is below ``tol``, or after
     ``max_iter`` iterations (``max_iter=1`` gives one history entry and the
     once-updated parameters).
 
