@@ -246,3 +246,77 @@ def test_em_and_subspace_identification_run_on_cuda():
     assert gpu.params.device.type == "cuda" and gpu.params.A.is_cuda
     assert gpu.params.to("cpu").allclose(cpu.params, rtol=1e-6, atol=1e-8)
     np.testing.assert_allclose(gpu.log_likelihoods.numpy(), cpu.log_likelihoods.numpy(), rtol=1e-9)
+
+
+def joint_gaussian(p, T):
+    """Mean and covariance of z = [x_{-1}, x_0..x_{T-1}, y_0..y_{T-1}] by direct construction."""
+    n = {k: getattr(p, k).numpy() for k in ("A", "b", "C", "d", "Q", "R", "m0", "V0")}
+    K, N = n["C"].shape[1], n["C"].shape[0]
+    dim = K + T * K + T * N  # independent sources: x_{-1} - m0, w_0..w_{T-1}, v_0..v_{T-1}
+    source_cov = np.zeros((dim, dim))
+    source_cov[:K, :K] = n["V0"]
+    for t in range(T):
+        source_cov[K + t * K:K + (t + 1) * K, K + t * K:K + (t + 1) * K] = n["Q"]
+        o = K + T * K + t * N
+        source_cov[o:o + N, o:o + N] = n["R"]
+    mean_x, map_x = [n["m0"]], [np.eye(K, dim)]
+    for t in range(T):
+        noise = np.zeros((K, dim))
+        noise[:, K + t * K:K + (t + 1) * K] = np.eye(K)
+        mean_x.append(n["A"] @ mean_x[-1] + n["b"])
+        map_x.append(n["A"] @ map_x[-1] + noise)
+    mean_y, map_y = [], []
+    for t in range(T):
+        noise = np.zeros((N, dim))
+        noise[:, K + T * K + t * N:K + T * K + (t + 1) * N] = np.eye(N)
+        mean_y.append(n["C"] @ mean_x[t + 1] + n["d"])
+        map_y.append(n["C"] @ map_x[t + 1] + noise)
+    mean = np.concatenate(mean_x + mean_y)
+    linear = np.vstack(map_x + map_y)
+    return mean, linear @ source_cov @ linear.T
+
+
+def test_expected_statistics_equal_brute_force_gaussian_conditioning_with_missing_data():
+    """Every E-step sum (missing y imputed) against conditioning the joint Gaussian directly."""
+    from scipy.stats import multivariate_normal
+
+    p = lds.random_stable_lds(2, 3, offsets=True, seed=11)
+    T, K, N = 4, 2, 3
+    trials = [lds.sample_lds(p, T, seed=s).observations.numpy() for s in (1, 2)]
+    trials[0][1, 0] = np.nan
+    trials[0][2] = np.nan
+    trials[1][3, 1:] = np.nan
+    stats = lds.expected_statistics(p, trials)
+    mean, cov = joint_gaussian(p, T)
+    x_slice = lambda t: slice(K * (t + 1), K * (t + 2))  # noqa: E731  (t = -1 .. T-1)
+    y_slice = lambda t: slice(K * (T + 1) + N * t, K * (T + 1) + N * (t + 1))  # noqa: E731
+    expected = dict(sum_x=0, sum_x_prev=0, sum_xx=0, sum_xx_prev=0, sum_xx_lag=0, sum_initial_covariance=0,
+                    sum_y=0, sum_yy=0, sum_yx=0, log_likelihood=0.0)
+    initial_means = []
+    for y in trials:
+        observed = np.flatnonzero(~np.isnan(y.ravel())) + K * (T + 1)
+        gain = cov[:, observed] @ np.linalg.inv(cov[np.ix_(observed, observed)])
+        post_mean = mean + gain @ (y.ravel()[observed - K * (T + 1)] - mean[observed])
+        post_cov = cov - gain @ cov[observed]
+        second = lambda a, b: post_cov[a, b] + np.outer(post_mean[a], post_mean[b])  # noqa: E731
+        for t in range(T):
+            expected["sum_x"] = expected["sum_x"] + post_mean[x_slice(t)]
+            expected["sum_x_prev"] = expected["sum_x_prev"] + post_mean[x_slice(t - 1)]
+            expected["sum_xx"] = expected["sum_xx"] + second(x_slice(t), x_slice(t))
+            expected["sum_xx_prev"] = expected["sum_xx_prev"] + second(x_slice(t - 1), x_slice(t - 1))
+            expected["sum_xx_lag"] = expected["sum_xx_lag"] + second(x_slice(t), x_slice(t - 1))
+            expected["sum_y"] = expected["sum_y"] + post_mean[y_slice(t)]
+            expected["sum_yy"] = expected["sum_yy"] + second(y_slice(t), y_slice(t))
+            expected["sum_yx"] = expected["sum_yx"] + second(y_slice(t), x_slice(t))
+        initial_means.append(post_mean[x_slice(-1)])
+        expected["sum_initial_covariance"] = expected["sum_initial_covariance"] + post_cov[x_slice(-1), x_slice(-1)]
+        expected["log_likelihood"] += multivariate_normal(mean[observed], cov[np.ix_(observed, observed)]).logpdf(
+            y.ravel()[observed - K * (T + 1)])
+    session = stats.sessions[0]
+    assert stats.num_steps == session.num_steps == 2 * T
+    np.testing.assert_allclose(stats.initial_means.numpy(), np.array(initial_means), rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(session.sum_x.numpy(), expected["sum_x"], rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(session.sum_xx.numpy(), expected["sum_xx"], rtol=1e-9, atol=1e-12)
+    for name, value in expected.items():
+        actual = getattr(session if name in ("sum_y", "sum_yy", "sum_yx") else stats, name)
+        np.testing.assert_allclose(np.asarray(actual), value, rtol=1e-9, atol=1e-12, err_msg=name)
