@@ -87,7 +87,7 @@ def prepare(params: KalmanParams, y) -> tuple[KalmanParams, Observations]:
                 f"y has sessions {unknown} that the parameters lack; they have {params.dataset_names}")
         if not names:
             raise ValidationError("y is an empty dict; give data for at least one session")
-        groups = [(f"y[{n!r}]", y[n], params.dataset_names.index(n)) for n in names]
+        groups = [(f"y[{n!r}]", value, params.dataset_names.index(n)) for n, value in zip(names, y.values())]
     else:
         if params.is_multi_session:
             raise ValidationError(
