@@ -110,7 +110,7 @@ def array_sha256(array: np.ndarray) -> str:
     array = np.asarray(array)
     canonical = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<"))
     digest = hashlib.sha256(f"{canonical.dtype.str};{','.join(map(str, array.shape))};".encode())
-    digest.update(canonical.tobytes())
+    digest.update(canonical)  # the contiguous buffer itself, no copy
     return digest.hexdigest()
 
 
