@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import ast
 import tempfile
 from pathlib import Path
 
@@ -49,23 +50,28 @@ def write_fit_log(path, num_epochs: int = 40, seed: int = 0, overwrite: bool = F
 
 
 def synthetic_model_trained_params(dataset_names, num_channels, run_params, seed: int = 0):
-    """A ``ModelTrainedParams`` with random float32 weights of a tiny LFADS model of ``run_params``'s sizes."""
+    """A ``ModelTrainedParams`` with random float32 weights of a tiny LFADS model of ``run_params``'s sizes.
+
+    Shape symbols that name a hyperparameter (``c_gen_dim``, ...) take its value in
+    ``run_params``; the remaining one is the dataset's channel count.
+    """
     from lds.containers import evaluate_shape
 
     from .model_trained_params import ModelTrainedParams
 
     rng = np.random.default_rng(seed)
-    dims = {name: int(run_params[name]) for name in DEMO_PARAMS if name.endswith("_dim")}
-    fields = {}
-    for spec in ModelTrainedParams.FIELDS:
-        def draw(neurons):
-            shape = [evaluate_shape(axis, {**dims, **ModelTrainedParams.neuron_dims(neurons)}) for axis in spec.shape]
-            return (rng.normal(size=shape) / np.sqrt(max(shape[0], 1))).astype(np.float32)
+    symbols = {node.id for spec in ModelTrainedParams.FIELDS for axis in spec.shape
+               for node in ast.walk(ast.parse(axis, mode="eval")) if isinstance(node, ast.Name)}
+    sizes = {name: getattr(run_params, name, None) for name in symbols}
 
-        if spec.per_dataset:
-            fields[spec.name] = {name: draw(n) for name, n in zip(dataset_names, num_channels)}
-        else:
-            fields[spec.name] = draw(None)
+    def draw(spec, channels):
+        dims = {name: int(channels if value is None else value) for name, value in sizes.items()}
+        shape = [evaluate_shape(axis, dims) for axis in spec.shape]
+        return (rng.normal(size=shape) / np.sqrt(max(shape[0], 1))).astype(np.float32)
+
+    fields = {spec.name: ({name: draw(spec, n) for name, n in zip(dataset_names, num_channels)}
+                          if spec.per_dataset else draw(spec, None))
+              for spec in ModelTrainedParams.FIELDS}
     return ModelTrainedParams.from_dict({**fields, "dataset_names": list(dataset_names)})
 
 

@@ -69,3 +69,21 @@ def test_report_refuses_overwrite_and_non_params(tmp_path):
     assert "<title>t2</title>" in (tmp_path / "r.html").read_text()
     with pytest.raises(ValidationError, match="parameter object"):
         build_report({"A": np.eye(2)}, title="t")
+
+
+def test_fit_log_curves_in_a_report(tmp_path):
+    from lfads_tools import FitLog
+    from lfads_tools.demo import write_fit_log
+    from lfads_tools.inspection import _fit_log_curves
+
+    path = write_fit_log(tmp_path / "fitlog.csv", num_epochs=12, seed=0)
+    log = FitLog(path)  # the run manager's parser reads the demo's rows
+    assert log.n_epochs == 12 and log.lve_index is not None and log.kl_weight[-1] == 1.0
+    curves = _fit_log_curves(path)
+    assert [c.title for c in curves] == ["total cost", "reconstruction cost", "KL cost"]
+    np.testing.assert_array_equal(curves[0].series["valid"], log.total_valid)
+    assert f"epoch {int(log.epoch[log.lve_index])}" in curves[0].notes[0]
+    text = build_report(lds.KalmanParams(transition_matrix=[[0.5]], measurement_function=np.ones((3, 1))),
+                        title="t", curves=curves)
+    assert '<section id="curves">' in text and "Lowest validation cost" in text
+    assert len(embedded_pngs(text)) == 3  # eigenvalues, the 3x3 noise covariance, the three curve panels
