@@ -57,7 +57,7 @@ def synthetic_model_trained_params(dataset_names, num_channels, run_params, seed
     """
     from lds.containers import evaluate_shape
 
-    from .model_trained_params import ModelTrainedParams
+    from lfads_tools import ModelTrainedParams  # issue 4's public name
 
     rng = np.random.default_rng(seed)
     symbols = {node.id for spec in ModelTrainedParams.FIELDS for axis in spec.shape
@@ -65,7 +65,8 @@ def synthetic_model_trained_params(dataset_names, num_channels, run_params, seed
     sizes = {name: getattr(run_params, name, None) for name in symbols}
 
     def draw(spec, channels):
-        dims = {name: int(channels if value is None else value) for name, value in sizes.items()}
+        dims = {name: int(channels if value is None else value) for name, value in sizes.items()
+                if value is not None or channels is not None}
         shape = [evaluate_shape(axis, dims) for axis in spec.shape]
         return (rng.normal(size=shape) / np.sqrt(max(shape[0], 1))).astype(np.float32)
 
@@ -76,10 +77,10 @@ def synthetic_model_trained_params(dataset_names, num_channels, run_params, seed
 
 
 def _has_model_trained_params() -> bool:
-    """False until the ModelTrainedParams module lands (the LFADS steps are skipped then)."""
-    import importlib.util
+    """False until ``lfads_tools.ModelTrainedParams`` lands (the LFADS steps are skipped then)."""
+    import lfads_tools
 
-    return importlib.util.find_spec("lfads_tools.model_trained_params") is not None
+    return hasattr(lfads_tools, "ModelTrainedParams")
 
 
 def build_demo_collection(folder, seed: int = 0, progress: bool = False):
@@ -95,14 +96,13 @@ def build_demo_collection(folder, seed: int = 0, progress: bool = False):
         with open(folder / "datasets" / f"{name}.npy", "wb") as f:  # [trials, time, neurons], sqrt(count + 0.5)
             np.save(f, np.sqrt(counts + 0.5))
     datasets = DatasetCollection.from_folder(folder / "datasets", "*.npy")
+    datasets.load_info()  # trial and channel counts, recorded in each run folder
     collection = RunCollection(folder / "runs", "demo", datasets)
     collection.add_run_spec([RunSpec(ds.single_run_name, ds, datasets) for ds in datasets]
                             + [RunSpec("all", datasets.names, datasets)])
     collection.add_params(RunParams(**DEMO_PARAMS).sweep(c_gen_dim=[12, 16]))
     collection.prepare_folders(progress=progress)
     for spec_index, run in enumerate(collection.find_runs(None, 0) if _has_model_trained_params() else []):
-        for ds in run.datasets:
-            ds.load_info()
         model = synthetic_model_trained_params(run.dataset_names, [ds.n_channels for ds in run.datasets],
                                                run.params, seed=seed + spec_index)
         model.save_tf_model_params(run.file_model_params)
@@ -153,7 +153,7 @@ def run_demo(out=None, seed: int = 0) -> Path:
     print(f"Bonsai folder {bonsai} (session {first} only): fields that differ after reloading: {differences} "
           "(Bonsai stores an absent state offset as zeros)")
     if _has_model_trained_params():
-        from .model_trained_params import ModelTrainedParams
+        from lfads_tools import ModelTrainedParams  # issue 4's public name
 
         model = run.load_model_trained_params()
         print(model)

@@ -86,7 +86,7 @@ def _open_folder(path: Path) -> Opened:
         return Opened(KalmanParams.load_bonsai(path), "Bonsai.ML.Lds.Torch parameter folder", path)
     for model_params in (path / "lfadsOutput" / "model_params", path / "model_params"):
         if model_params.is_file():
-            from .model_trained_params import ModelTrainedParams
+            from lfads_tools import ModelTrainedParams  # issue 4's public name
 
             fit_log = model_params.parent / "fitlog.csv"
             curves = _fit_log_curves(fit_log) if fit_log.is_file() else []
@@ -110,7 +110,7 @@ def open_path(path) -> Opened:
         return _open_folder(path)
     if native.is_native_file(path):
         return _open_native(path)
-    from .model_trained_params import ModelTrainedParams
+    from lfads_tools import ModelTrainedParams  # issue 4's public name
 
     kind = "lfads-torch checkpoint" if path.suffix == ".ckpt" else "TF LFADS model_params file"
     return Opened(ModelTrainedParams.load(path), kind, path)

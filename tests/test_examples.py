@@ -90,3 +90,4 @@ def test_online_filtering_rejects_other_unit_count(neural_latents, tmp_path):
     result = run_script("online_filtering.py", "--data-dir", data, "--model", tmp_path / "five.h5", "--no-show",
                         "--png", tmp_path / "x.png")
     assert result.returncode == 2 and "reads 5 units" in result.stderr and "has 12" in result.stderr
+
