@@ -13,7 +13,7 @@ from pathlib import Path
 
 from lds.errors import LfadsToolsError
 
-FORMATS = ("text", "markdown", "html", "json")
+from .inspection import FORMATS
 
 
 def _add(sub, name: str, summary: str, examples: str):
@@ -56,7 +56,8 @@ def _build_parser() -> argparse.ArgumentParser:
 
     p = _add(sub, "fit-lds", "fit a linear dynamical system by EM to observations and save its parameters",
              "  lfads-tools fit-lds data/train.npz --states 10 --out models/lds10.h5\n"
-             "  lfads-tools fit-lds recording.nwb --states 8 --bin-width 0.02 --trials --out lds8.h5 --bonsai lds8_bonsai\n"
+             "  lfads-tools fit-lds recording.nwb --states 8 --bin-width 0.02 --trials --out lds8.h5 "
+             "--bonsai lds8_bonsai\n"
              "  lfads-tools fit-lds y.npy --states 4 --max-iter 50 --out lds4.h5")
     p.add_argument("data", type=Path, help=".npy ([T, N] or [B, T, N]), .npz or .nwb observations")
     p.add_argument("--states", type=int, required=True, help="number of latent states K")
@@ -84,7 +85,8 @@ def _build_parser() -> argparse.ArgumentParser:
 
     p = _add(sub, "demo", "run the whole workflow end to end on synthetic data",
              "  lfads-tools demo\n  lfads-tools demo --out /tmp/lfads-demo")
-    p.add_argument("--out", type=Path, default=None, help="folder for the files it writes (default: a new temporary folder)")
+    p.add_argument("--out", type=Path, default=None,
+                   help="new or empty folder for the files it writes (default: a new temporary folder)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.set_defaults(handler=_run_demo)
     return parser

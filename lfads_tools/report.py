@@ -21,6 +21,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
+from tabulate import tabulate
 
 from lds.containers import DatasetList, ParamsContainer, as_numpy
 from lds.errors import ValidationError, require
@@ -152,8 +153,6 @@ def _img(png: str, alt: str) -> str:
 
 
 def _table(headers: list[str], rows: list[list]) -> str:
-    from tabulate import tabulate
-
     return tabulate(rows, headers=headers, tablefmt="html", floatfmt=".4g")
 
 

@@ -29,7 +29,8 @@ def main(argv=None) -> int:
     parser.add_argument("--bonsai", type=Path, default=None, help="also write a Bonsai parameter folder here")
     parser.add_argument("--states", type=int, default=10, help="latent states (default 10)")
     parser.add_argument("--max-iter", type=int, default=50, help="EM iterations at most (default 50)")
-    parser.add_argument("--tol", type=float, default=1e-4, help="relative log-likelihood change to stop at (default 1e-4)")
+    parser.add_argument("--tol", type=float, default=1e-4,
+                        help="relative log-likelihood change to stop at (default 1e-4)")
     parser.add_argument("--overwrite", action="store_true", help="replace a model saved before")
     args = parser.parse_args(argv)
 
