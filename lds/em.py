@@ -37,7 +37,8 @@ from tqdm.auto import tqdm
 from .containers import DatasetList
 from .checkpoint import EMCheckpoints, data_fingerprint
 from .errors import LikelihoodDecreaseWarning, UnknownParameterError, ValidationError
-from .kalman import SessionModel, cholesky, filter_trial, session_models, smooth_trial, symmetrize
+from .fast import SessionKernel, data_moments, split_trials
+from .kalman import SessionModel, _check_method, cholesky, filter_trial, session_models, smooth_trial, symmetrize
 from .observations import prepare
 from .params import KalmanParams
 from .results import ResultDisplay
@@ -114,12 +115,18 @@ class EMResult(ResultDisplay):
 
 
 # ---- E-step ------------------------------------------------------------------------
-def expected_statistics(params: KalmanParams, data) -> SufficientStatistics:
+def expected_statistics(params: KalmanParams, data, method: str = "auto",
+                        data_sums: dict | None = None) -> SufficientStatistics:
     """E-step: filter and smooth every trial and sum the posterior moments.
 
     ``data`` is any accepted form of ``y`` (or an already prepared
-    :class:`~lds.observations.Observations`).
+    :class:`~lds.observations.Observations`). ``method="auto"`` computes the moments
+    of trials without missing data on the fast path (:mod:`lds.fast`), ``"plain"``
+    filters and smooths every trial with the reference loops. ``data_sums``: a dict in
+    which the fast path keeps sums of the data alone (``Σ y yᵀ``) between calls on the
+    same prepared data, as :func:`fit_em` does.
     """
+    _check_method(method)
     params, obs = prepare(params, data)
     models = session_models(params)
     K, dtype, device = params.num_states, params.dtype, params.device
@@ -128,9 +135,31 @@ def expected_statistics(params: KalmanParams, data) -> SufficientStatistics:
                                   zeros(m.C.shape[0], K), zeros(K), zeros(K, K)) for m in models]
     totals = dict(sum_x=zeros(K), sum_x_prev=zeros(K), sum_xx=zeros(K, K), sum_xx_prev=zeros(K, K),
                   sum_xx_lag=zeros(K, K), sum_initial_covariance=zeros(K, K))
-    initial_means, log_likelihood = [], torch.zeros((), dtype=torch.float64, device=device)
-    for i, (y, s) in enumerate(zip(obs.trials, obs.sessions)):
-        label = f"trial {i}"
+    initial_means, log_likelihood = [None] * obs.num_trials, torch.zeros((), dtype=torch.float64, device=device)
+    plain = range(obs.num_trials)
+    if method == "auto":
+        groups, plain = split_trials(obs.trials, obs.sessions)
+        kernels = {}
+        for s, T, indices in groups:
+            kernel = kernels[s] = kernels.get(s) or SessionKernel(models[s])
+            Y = obs.trials[indices[0]][None] if len(indices) == 1 else torch.stack([obs.trials[i] for i in indices])
+            key = (s, T, tuple(indices))
+            if data_sums is None or key not in data_sums:
+                sums = data_moments(Y)
+                if data_sums is not None:
+                    data_sums[key] = sums
+            moments = kernel.moments(Y, data_sums[key] if data_sums is not None else sums)
+            log_likelihood = log_likelihood + moments["log_likelihood"].sum()
+            for key in totals:
+                totals[key] += moments[key]
+            for j, i in enumerate(indices):
+                initial_means[i] = moments["initial_means"][j]
+            session = sessions[s]
+            session.num_steps += len(indices) * T
+            for key in ("sum_y", "sum_yy", "sum_yx", "sum_x", "sum_xx"):
+                setattr(session, key, getattr(session, key) + moments[key])
+    for i in plain:
+        y, s, label = obs.trials[i], obs.sessions[i], f"trial {i}"
         smoothed = smooth_trial(models[s], filter_trial(models[s], y, label), label)
         log_likelihood = log_likelihood + smoothed.log_likelihood
         x, P = smoothed.means, smoothed.covariances
@@ -143,7 +172,7 @@ def expected_statistics(params: KalmanParams, data) -> SufficientStatistics:
         totals["sum_xx_prev"] += P_prev.sum(0) + x_prev.T @ x_prev
         totals["sum_xx_lag"] += smoothed.lag_one_covariances.sum(0) + x.T @ x_prev
         totals["sum_initial_covariance"] += smoothed.initial_covariance
-        initial_means.append(smoothed.initial_mean)
+        initial_means[i] = smoothed.initial_mean
         _add_observation_moments(sessions[s], models[s], y, x, P, sum_xx)
     return SufficientStatistics(log_likelihood, sum(t.shape[0] for t in obs.trials),
                                 initial_means=torch.stack(initial_means), sessions=sessions, **totals)
@@ -289,7 +318,8 @@ def _likelihood_change(previous: float, current: float, dtype: torch.dtype) -> t
 
 def fit_em(y, params: KalmanParams | None = None, num_states: int | None = None, max_iter: int = 100,
            tol: float = 1e-4, estimate=None, progress: bool = True, checkpoint_dir=None,
-           checkpoint_every: int = 1, keep_last: int = 3, keep_best: bool = True, resume: bool = True) -> EMResult:
+           checkpoint_every: int = 1, keep_last: int = 3, keep_best: bool = True, resume: bool = True,
+           method: str = "auto") -> EMResult:
     """Fit an LDS to ``y`` by EM; returns an :class:`EMResult`.
 
     ``y``: one sequence ``[T, N]``, a batch ``[B, T, N]``, a list of trials, or (several
@@ -306,7 +336,11 @@ def fit_em(y, params: KalmanParams | None = None, num_states: int | None = None,
     see :mod:`lds.checkpoint`), keeping the ``keep_last`` newest and (``keep_best``) the
     one of highest log-likelihood. With ``resume=True`` a fit continues from the latest
     valid checkpoint and ends with exactly the parameters of an uninterrupted run.
+
+    ``method``: the E-step's path, ``"auto"`` (fast where exact, see :mod:`lds.fast`) or
+    ``"plain"`` (the reference loops), as in :func:`expected_statistics`.
     """
+    _check_method(method)
     if int(max_iter) < 1:
         raise ValidationError(f"max_iter must be a positive integer, got {max_iter}")
     if not (tol >= 0 and math.isfinite(tol)):
@@ -328,10 +362,10 @@ def fit_em(y, params: KalmanParams | None = None, num_states: int | None = None,
     params, data = prepare(params, y)
     log_likelihoods: list[float] = [] if restored is None else restored.log_likelihoods
     start = 0 if restored is None else restored.iteration
-    termination, previous, num_updates = "max_iter", None, start
+    termination, previous, num_updates, data_sums = "max_iter", None, start, {}
     bar = tqdm(total=int(max_iter), initial=start, desc="EM", unit="it", disable=not progress, leave=False)
     for iteration in range(start, int(max_iter)):
-        stats = expected_statistics(params, data)
+        stats = expected_statistics(params, data, method, data_sums)
         if len(log_likelihoods) == iteration:  # a resumed iteration has its entry already
             log_likelihoods.append(float(stats.log_likelihood))
         bar.update(1)

@@ -3,7 +3,8 @@
 Conventions (as Bonsai.ML.Lds.Torch and lds_python): the prior ``N(m0, V0)`` is the
 state one step *before* the first observation, so the filter predicts first. The code
 loops over time in plain torch with Cholesky solves and symmetrized covariances; it is
-the in-library oracle that any faster path must reproduce.
+the in-library oracle (``method="plain"``). The default ``method="auto"`` sends trials
+without missing data through the fast exact path of :mod:`lds.fast`.
 
 Missing data: NaN entries (or whole NaN rows) of ``y`` are left out of the update of
 that time step, and the log-likelihood counts only the observed entries (an all-NaN
@@ -25,6 +26,7 @@ from typing import NamedTuple
 import torch
 
 from .errors import NotPositiveDefiniteError, ValidationError
+from .fast import SessionKernel, covariances, smoothed_covariances, split_trials
 from .observations import prepare
 from .params import KalmanParams
 from .results import ResultDisplay, stack_results
@@ -200,7 +202,6 @@ def smooth_trial(model: SessionModel, filtered: FilterResult, where: str = "y") 
 
 
 def _check_method(method: str) -> None:
-    """Only the plain path exists so far; ``"auto"`` will also pick a faster one when present."""
     if method not in METHODS:
         raise ValidationError(f"method must be one of {METHODS}, got {method!r}")
 
@@ -215,19 +216,49 @@ def _run(params: KalmanParams, y, method: str, smooth: bool):
     params.validate()
     params, obs = prepare(params, y)
     models = session_models(params)
-    results = []
-    for i, (trial, s) in enumerate(zip(obs.trials, obs.sessions)):
+    results = [None] * obs.num_trials
+    plain = range(obs.num_trials)
+    if method == "auto":
+        groups, plain = split_trials(obs.trials, obs.sessions)
+        kernels = {}
+        for s, _, indices in groups:
+            kernel = kernels[s] = kernels.get(s) or SessionKernel(models[s])
+            Y = obs.trials[indices[0]][None] if len(indices) == 1 else torch.stack([obs.trials[i] for i in indices])
+            out = kernel.smooth(Y) if smooth else kernel.filter(Y)
+            covs = covariances((out["filtered"] if smooth else out)["riccati"], Y.shape[1])
+            if smooth:
+                covs = covs + smoothed_covariances(out)
+            for j, i in enumerate(indices):
+                results[i] = _fast_result(out, covs, j, len(indices) > 1, smooth)
+    for i in plain:
         label = _trial_label(obs, i)
-        result = filter_trial(models[s], trial, label)
-        results.append(smooth_trial(models[s], result, label) if smooth else result)
+        s = obs.sessions[i]
+        result = filter_trial(models[s], obs.trials[i], label)
+        results[i] = smooth_trial(models[s], result, label) if smooth else result
     return obs, results
+
+
+def _fast_result(out: dict, covs: tuple, j: int, copy: bool, smooth: bool):
+    """Trial ``j`` of a fast-path group as a plain result (shared covariances copied when ``copy``)."""
+    own = (lambda t: t.clone()) if copy else (lambda t: t)  # noqa: E731
+    f = out["filtered"] if smooth else out
+    filtered_covs, predicted_covs, *smoothed_covs = covs
+    filtered = FilterResult(f["means"][j], own(filtered_covs), f["predicted_means"][j], own(predicted_covs),
+                            f["log_likelihood"][j])
+    if not smooth:
+        return filtered
+    smoothed, lag_one = smoothed_covs
+    return SmootherResult(out["means"][j], own(smoothed), own(lag_one),
+                          out["initial_means"][j], own(out["initial_covariance"]), filtered.log_likelihood,
+                          filtered)
 
 
 def kalman_filter(params: KalmanParams, y, *, method: str = "auto"):
     """Kalman filter of ``y`` under ``params``; a :class:`FilterResult` shaped like ``y``.
 
-    ``method="auto"`` picks the fastest available implementation; ``"plain"`` forces
-    this reference implementation (the only one at present).
+    ``method="auto"`` uses the fast exact path of :mod:`lds.fast` for trials without
+    missing data (the plain per-step loop for the others); ``"plain"`` forces this
+    reference implementation for all trials.
     """
     obs, results = _run(params, y, method, smooth=False)
     return obs.regroup(results, stack_results)

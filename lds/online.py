@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 
 from .errors import ShapeError, ValidationError
-from .kalman import predict, session_models, update
+from .fast import Convergence, SessionKernel
+from .kalman import cholesky, predict, session_models, update
 from .orthogonalize import orthogonalizing_transform
 from .params import KalmanParams
 
@@ -50,6 +53,7 @@ class OnlineKalmanFilter:
         fresh = self._params is None or self.num_steps == 0 or params.num_states != self._params.num_states
         self._params = params
         self._model = session_models(params)[0]
+        self._leave_steady_state()
         self._transform = orthogonalizing_transform(params) if self.orthogonalize else None
         if fresh:
             self.reset()
@@ -58,20 +62,104 @@ class OnlineKalmanFilter:
         """Go back to the prior ``(m0, V0)`` one step before the next sample."""
         self.mean, self.covariance = self._model.m0.clone(), self._model.V0.clone()
         self.num_steps = 0
-        self.log_likelihood = torch.zeros((), dtype=torch.float64, device=self._params.device)
+        self._log_likelihood = torch.zeros((), dtype=torch.float64, device=self._params.device)
+        self._steady_log_likelihood = 0.0
+        self._leave_steady_state()
+
+    @property
+    def log_likelihood(self) -> torch.Tensor:
+        """Log-likelihood of the samples so far (0-dim float64)."""
+        return self._log_likelihood + self._steady_log_likelihood
+
+    @property
+    def at_steady_state(self) -> bool:
+        """True once the covariance has converged: steps are then a few small matrix-vector products."""
+        return self._steady is not None
 
     def step(self, y_t):
-        """Filter one sample; returns ``(mean, covariance)`` after the update."""
-        y = self._as_sample(y_t)
-        mean, cov = predict(self._model, self.mean, self.covariance)
-        self.mean, self.covariance, term = update(self._model, mean, cov, y, f"step {self.num_steps}")
-        if term is not None:
-            self.log_likelihood = self.log_likelihood + term.to(torch.float64)
-        self.num_steps += 1
+        """Filter one sample; returns ``(mean, covariance)`` after the update.
+
+        At the steady state (complete samples, unchanged parameters) the covariance
+        and gain are constant and the step only updates the mean (in NumPy on the
+        CPU, where its per-call cost is lowest); the covariance returned is then the
+        same tensor every step. A sample with NaN entries leaves the steady state.
+        """
+        if self._steady is not None and self._steady_step(y_t):
+            self.num_steps += 1
+        else:
+            y = self._as_sample(y_t)
+            complete = not bool(torch.isnan(y).any())
+            previous = self.covariance
+            mean, cov = predict(self._model, self.mean, self.covariance)
+            self.mean, self.covariance, term = update(self._model, mean, cov, y, f"step {self.num_steps}")
+            if term is not None:
+                self._log_likelihood = self._log_likelihood + term.to(torch.float64)
+            self.num_steps += 1
+            if not complete:
+                self._leave_steady_state()
+            elif self._convergence.update(self.covariance, previous):
+                self._enter_steady_state()
         if self._transform is None:
             return self.mean, self.covariance
         M = self._transform
         return M @ self.mean, M @ self.covariance @ M.T
+
+    def _leave_steady_state(self) -> None:
+        """Fold the steady steps' log-likelihood into the total and go back to full steps."""
+        if getattr(self, "_steady_log_likelihood", 0.0):
+            self._log_likelihood = self._log_likelihood + self._steady_log_likelihood
+        self._steady_log_likelihood = 0.0
+        self._steady, self._convergence = None, Convergence(self._params.dtype)
+
+    def _enter_steady_state(self) -> None:
+        """Precompute the steady step as ONE matrix acting on ``[y; x; 1]`` (information form, see :mod:`lds.fast`).
+
+        With ``P = L Lᵀ`` the steady filtered covariance, the innovation
+        ``e = y - d - C (A x + b)`` and ``v = Lᵀ Cᵀ R⁻¹ e``: the new mean is
+        ``A x + b + L v`` and ``eᵀ S⁻¹ e = |R^{-1/2} e|² - |v|²``; the matrix gives
+        ``[R^{-1/2} e; v; new mean]`` at once.
+        """
+        m = self._model
+        kernel = SessionKernel(m)
+        N, K = m.C.shape
+        factor = cholesky(self.covariance, "the steady filtered covariance")
+        predicted = cholesky(m.Q + m.A @ self.covariance @ m.A.T, "the steady predicted covariance")
+        log_det_S = kernel.log_det_R + 2.0 * (torch.log(torch.diagonal(predicted)).sum()
+                                              - torch.log(torch.diagonal(factor)).sum())
+        innovation = torch.cat([torch.eye(N, dtype=m.A.dtype, device=m.A.device), -m.C @ m.A,
+                                -(m.d + m.C @ m.b)[:, None]], 1)  # e = innovation @ [y; x; 1]
+        whiten = kernel.whitening_matrix()
+        whitened = whiten[:, None] * innovation if whiten.dim() == 1 else whiten @ innovation
+        v = factor.T @ kernel.W.T @ innovation
+        propagate = torch.cat([torch.zeros(K, N, dtype=m.A.dtype, device=m.A.device), m.A, m.b[:, None]], 1)
+        matrix = torch.cat([whitened, v, propagate + factor @ v])
+        on_cpu = m.A.device.type == "cpu"
+        self._steady = dict(matrix=matrix.numpy() if on_cpu else matrix, N=N, K=K, on_cpu=on_cpu,
+                            constant=-0.5 * (N * math.log(2 * math.pi) + float(log_det_S)),
+                            one=np.ones(1, dtype=matrix.numpy().dtype) if on_cpu else matrix.new_ones(1))
+
+    def _steady_step(self, y_t) -> bool:
+        """One steady-state step; False (state untouched) for an incomplete sample or one of another shape."""
+        s = self._steady
+        if not s["on_cpu"]:
+            y = self._as_sample(y_t)
+        elif torch.is_tensor(y_t) and y_t.device.type == "cpu":
+            y = y_t.detach().numpy()
+        else:
+            y = np.asarray(y_t)
+        N, K = s["N"], s["K"]
+        if y.shape != (N,):
+            return False
+        join = np.concatenate if s["on_cpu"] else torch.cat
+        out = s["matrix"] @ join((y, self.mean.numpy() if s["on_cpu"] else self.mean, s["one"]))
+        w, v = out[:N], out[N:N + K]
+        quadratic = float(w @ w - v @ v)
+        if not math.isfinite(quadratic):  # NaN in the sample: a full step handles it
+            return False
+        self._steady_log_likelihood += s["constant"] - 0.5 * quadratic
+        mean = out[N + K:]
+        self.mean = torch.from_numpy(mean) if s["on_cpu"] else mean
+        return True
 
     def _as_sample(self, y_t) -> torch.Tensor:
         p = self._params
