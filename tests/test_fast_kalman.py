@@ -1,0 +1,209 @@
+"""The fast exact path (lds.fast, method="auto") against the NumPy per-step oracle and the plain path."""
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings, strategies as st
+
+import lds
+import oracle_numpy as oracle
+from lds.fast import SessionKernel, linear_scan
+from lds.kalman import session_models
+from lds_threads import one_thread  # noqa: F401  (autouse fixture)
+
+TOL = 1e-8  # the issue's bound: fast results within 1e-8 relative of the exact recursion
+
+
+def assert_close(actual, expected, what=""):
+    actual, expected = np.asarray(actual), np.asarray(expected)
+    scale = max(np.abs(expected).max(), 1e-300)
+    error = np.abs(actual - expected).max() / scale
+    assert error <= TOL, f"{what}: relative error {error:.3g}"
+
+
+def numpy_params(p):
+    return [None if getattr(p, k) is None else getattr(p, k).cpu().numpy() for k in ("A", "Q", "C", "R", "m0", "V0")]
+
+
+def compare_with_oracle(p, y):
+    """Fast smoother of one trial vs the NumPy oracle: every output array and the log-likelihood."""
+    A, Q, C, R, m0, V0 = numpy_params(p)
+    b = None if p.b is None else p.b.numpy()
+    d = None if p.d is None else p.d.numpy()
+    filt = oracle.kalman_filter(y, A, Q, C, R, m0, V0, b, d)
+    smooth = oracle.rts_smoother(A, filt, m0, V0)
+    lag = oracle.lag_one_covariances(A, filt, smooth, V0)
+    s = lds.kalman_smoother(p, torch.from_numpy(y))
+    f = s.filtered
+    for name, ours, theirs in [("filtered means", f.means, filt["means"]), ("filtered covs", f.covariances, filt["covs"]),
+                               ("predicted means", f.predicted_means, filt["pred_means"]),
+                               ("predicted covs", f.predicted_covariances, filt["pred_covs"]),
+                               ("smoothed means", s.means, smooth["means"]), ("smoothed covs", s.covariances,
+                                                                              smooth["covs"]),
+                               ("lag-one covs", s.lag_one_covariances, lag), ("initial mean", s.initial_mean,
+                                                                              smooth["m0"]),
+                               ("initial cov", s.initial_covariance, smooth["V0"])]:
+        assert_close(ours.numpy(), theirs, name)
+    assert float(s.log_likelihood) == pytest.approx(filt["log_like"], rel=TOL)
+
+
+def rotation_system(radius, K=2, N=3, noise=1e-2, r_scale=1.0, seed=0, offsets=False):
+    """A scaled rotation (spectral radius ``radius``), random C; for near-unstable and slow-Riccati cases."""
+    rng = np.random.default_rng(seed)
+    angle = 0.3
+    A = radius * np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+    extra = dict(state_offset=0.1 * rng.normal(size=K), observation_offset=rng.normal(size=N)) if offsets else {}
+    return lds.KalmanParams(transition_matrix=A, measurement_function=rng.normal(size=(N, K)),
+                            process_noise_covariance=noise * np.eye(K),
+                            measurement_noise_covariance=r_scale * np.eye(N), initial_covariance=np.eye(K), **extra)
+
+
+def test_linear_scan_equals_the_sequential_recurrence():
+    rng = np.random.default_rng(0)
+    F = torch.from_numpy(0.9 * np.linalg.qr(rng.normal(size=(4, 4)))[0])
+    u = torch.from_numpy(rng.normal(size=(3, 37, 4)))
+    x, expected = torch.zeros(3, 4, dtype=torch.float64), []
+    for k in range(37):
+        x = x @ F.T + u[:, k]
+        expected.append(x)
+    assert_close(linear_scan(F, u).numpy(), torch.stack(expected, 1).numpy(), "forward")
+    x, backward = torch.zeros(3, 4, dtype=torch.float64), [None] * 37
+    for k in range(36, -1, -1):
+        x = x @ F.T + u[:, k]
+        backward[k] = x
+    assert_close(linear_scan(F, u, reverse=True).numpy(), torch.stack(backward, 1).numpy(), "reverse")
+
+
+@pytest.mark.parametrize("offsets", [False, True])
+def test_matches_numpy_oracle_with_steady_state(offsets):
+    p = lds.random_stable_lds(3, 5, offsets=offsets, seed=2)
+    y = lds.sample_lds(p, 300, seed=3).observations.numpy()
+    kernel = SessionKernel(session_models(p)[0])
+    assert kernel.riccati(300).steady and kernel.riccati(300).length < 100  # the switch is exercised
+    compare_with_oracle(p, y)
+
+
+def test_near_unstable_dynamics_and_full_ill_conditioned_noise():
+    p = rotation_system(0.9995, N=4, seed=1, offsets=True)
+    rng = np.random.default_rng(5)
+    U = np.linalg.qr(rng.normal(size=(4, 4)))[0]
+    p.R = U @ np.diag([1e-4, 1e-2, 1.0, 1e2]) @ U.T  # full R, condition number 1e6
+    y = lds.sample_lds(p, 400, seed=2).observations.numpy()
+    compare_with_oracle(p, y)
+
+
+def test_slow_riccati_convergence_switches_late_without_changing_results():
+    # weak observations of a slowly decaying rotation: the covariance takes ~1000 steps to settle
+    p = rotation_system(0.99, noise=1e-3, r_scale=100, seed=3)
+    kernel = SessionKernel(session_models(p)[0])
+    T = 1500
+    ric = kernel.riccati(T)
+    assert ric.steady and 300 < ric.length < T  # a late switch to the steady state
+    y = lds.sample_lds(p, T, seed=4).observations
+    fast, plain = lds.kalman_smoother(p, y), lds.kalman_smoother(p, y, method="plain")
+    for name in ("means", "covariances", "lag_one_covariances"):
+        assert_close(getattr(fast, name).numpy(), getattr(plain, name).numpy(), name)
+    assert_close(fast.filtered.covariances.numpy(), plain.filtered.covariances.numpy(), "filtered covs")
+    assert float(fast.log_likelihood) == pytest.approx(float(plain.log_likelihood), rel=TOL)
+
+
+def test_batches_lists_missing_data_and_sessions_match_plain():
+    multi = lds.random_stable_lds(3, [4, 6], offsets=True, seed=7)
+    batch = lds.sample_lds(multi, 50, num_trials=4, session=0, seed=1).observations.numpy()
+    trials = [lds.sample_lds(multi, T, session=1, seed=T).observations.numpy() for T in (30, 45, 30, 12)]
+    trials[2][5, 1] = np.nan  # one incomplete trial goes through the plain path
+    trials[3][4] = np.nan  # a whole missing row
+    data = {"session_0": batch, "session_1": trials}
+    fast, plain = lds.kalman_smoother(multi, data), lds.kalman_smoother(multi, data, method="plain")
+    assert fast["session_0"].means.shape == (4, 50, 3) and len(fast["session_1"]) == 4
+    for name in ("means", "covariances", "lag_one_covariances", "initial_mean", "initial_covariance"):
+        assert_close(getattr(fast["session_0"], name).numpy(), getattr(plain["session_0"], name).numpy(), name)
+        for f, q in zip(fast["session_1"], plain["session_1"]):
+            assert_close(getattr(f, name).numpy(), getattr(q, name).numpy(), name)
+    assert float(lds.log_likelihood(multi, data)) == pytest.approx(
+        float(lds.log_likelihood(multi, data, method="plain")), rel=TOL)
+    # trials of a batch own their covariances (no shared storage between results)
+    fast["session_1"][0].covariances.add_(1.0)
+    assert not torch.equal(fast["session_1"][0].covariances, fast["session_1"][1].covariances)
+
+    stats = lds.expected_statistics(multi, data)
+    reference = lds.expected_statistics(multi, data, method="plain")
+    for name in ("sum_x", "sum_x_prev", "sum_xx", "sum_xx_prev", "sum_xx_lag", "initial_means",
+                 "sum_initial_covariance"):
+        assert_close(getattr(stats, name).numpy(), getattr(reference, name).numpy(), name)
+    for ours, theirs in zip(stats.sessions, reference.sessions):
+        assert ours.num_steps == theirs.num_steps
+        for name in ("sum_y", "sum_yy", "sum_yx", "sum_x", "sum_xx"):
+            assert_close(getattr(ours, name).numpy(), getattr(theirs, name).numpy(), name)
+    assert float(stats.log_likelihood) == pytest.approx(float(reference.log_likelihood), rel=TOL)
+
+
+def test_em_matches_plain_em_and_the_oracle_step():
+    truth = lds.random_stable_lds(3, 6, offsets=True, seed=4)
+    y = lds.sample_lds(truth, 200, num_trials=2, seed=5).observations
+    start = lds.random_stable_lds(3, 6, offsets=True, seed=9)
+    everything = ["A", "b", "C", "d", "Q", "R", "m0", "V0"]
+    fast = lds.fit_em(y, start, max_iter=4, estimate=everything, progress=False)
+    plain = lds.fit_em(y, start, max_iter=4, estimate=everything, progress=False, method="plain")
+    assert_close(fast.log_likelihoods.numpy(), plain.log_likelihoods.numpy(), "log-likelihoods")
+    for name in everything:
+        assert_close(getattr(fast.params, name).numpy(), getattr(plain.params, name).numpy(), name)
+    # one step on one trial against the NumPy oracle's M-step (no offsets)
+    A, Q, C, R, m0, V0 = numpy_params(start)
+    expected, ll = oracle.em_step(y[0].numpy(), A, Q, C, R, m0, V0)
+    plain_start = lds.KalmanParams(transition_matrix=A, process_noise_covariance=Q, measurement_function=C,
+                                   measurement_noise_covariance=R, initial_mean=m0, initial_covariance=V0)
+    one = lds.fit_em(y[0], plain_start, max_iter=1, progress=False)
+    assert float(one.log_likelihoods[0]) == pytest.approx(ll, rel=TOL)
+    for name in ("A", "C", "Q", "R", "m0", "V0"):
+        assert_close(getattr(one.params, name).numpy(), expected[name], name)
+
+
+def test_online_step_reaches_the_steady_state_and_stays_exact():
+    p = lds.random_stable_lds(3, 8, offsets=True, seed=11)
+    y = lds.sample_lds(p, 200, seed=12).observations.numpy()
+    y[150, 2] = np.nan  # leaves the steady state, which is found again later
+    online = lds.OnlineKalmanFilter(p)
+    means, covs, steady = [], [], []
+    for t in range(len(y)):
+        mean, cov = online.step(y[t] if t % 2 else torch.from_numpy(y[t]))
+        means.append(mean.clone())
+        covs.append(cov.clone())
+        steady.append(online.at_steady_state)
+    assert any(steady[:100]) and not steady[150] and steady[-1]
+    batch = lds.kalman_filter(p, y, method="plain")
+    assert_close(torch.stack(means).numpy(), batch.means.numpy(), "online means")
+    assert_close(torch.stack(covs).numpy(), batch.covariances.numpy(), "online covariances")
+    assert float(online.log_likelihood) == pytest.approx(float(batch.log_likelihood), rel=TOL)
+    online.set_params(lds.random_stable_lds(3, 8, seed=1))  # new parameters: back to full steps
+    assert not online.at_steady_state
+    online.reset()
+    assert online.num_steps == 0 and float(online.log_likelihood) == 0.0
+
+
+@settings(max_examples=12, deadline=None)
+@given(K=st.integers(1, 4), N=st.integers(1, 6), T=st.integers(1, 120), B=st.integers(1, 3),
+       seed=st.integers(0, 10_000), offsets=st.booleans(), full_R=st.booleans())
+def test_random_systems_match_plain(K, N, T, B, seed, offsets, full_R):
+    p = lds.random_stable_lds(K, N, offsets=offsets, seed=seed)
+    if full_R:
+        rng = np.random.default_rng(seed)
+        M = rng.normal(size=(N, N))
+        p.R = M @ M.T + 0.1 * np.eye(N)
+    y = lds.sample_lds(p, T, num_trials=B, seed=seed + 1).observations
+    fast, plain = lds.kalman_smoother(p, y), lds.kalman_smoother(p, y, method="plain")
+    for name in ("means", "covariances", "lag_one_covariances", "initial_mean", "initial_covariance"):
+        assert_close(getattr(fast, name).numpy(), getattr(plain, name).numpy(), name)
+    assert_close(fast.filtered.predicted_covariances.numpy(), plain.filtered.predicted_covariances.numpy(), "pred")
+    assert_close(fast.log_likelihood.numpy(), plain.log_likelihood.numpy(), "log-likelihood")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_fast_path_on_cuda():
+    p = lds.random_stable_lds(3, 5, offsets=True, seed=2)
+    y = lds.sample_lds(p, 300, num_trials=2, seed=3).observations
+    gpu = lds.kalman_smoother(p, y.cuda())
+    assert gpu.means.is_cuda
+    assert_close(gpu.means.cpu().numpy(), lds.kalman_smoother(p, y, method="plain").means.numpy(), "cuda means")
+    stats = lds.expected_statistics(p, y.cuda())
+    assert_close(stats.sum_xx.cpu().numpy(), lds.expected_statistics(p, y, method="plain").sum_xx.numpy(), "cuda")
