@@ -190,8 +190,9 @@ class SessionKernel:
             factor, info = torch.linalg.cholesky_ex(R)
             _check_factor(info, "measurement_noise_covariance")
             self._inv_std = None
-            self._inv_factor_T = torch.linalg.solve_triangular(factor, torch.eye(N, dtype=R.dtype, device=R.device),
-                                                               upper=False).T  # L⁻ᵀ: whitening is one product
+            self._inv_factor = torch.linalg.solve_triangular(factor, torch.eye(N, dtype=R.dtype, device=R.device),
+                                                             upper=False)  # L⁻¹
+            self._inv_R = self._inv_factor.T @ self._inv_factor
             self.log_det_R = 2.0 * torch.log(torch.diagonal(factor)).sum()
             self.W = torch.cholesky_solve(C, factor)
         self.J = _sym(C.T @ self.W)
@@ -201,13 +202,7 @@ class SessionKernel:
     # ---- covariances (data independent) -----------------------------------------
     def whitening_matrix(self) -> torch.Tensor:
         """``R^{-1/2}`` as a vector of inverse standard deviations (diagonal R) or the matrix ``L⁻¹``."""
-        return self._inv_std if self._inv_std is not None else self._inv_factor_T.T
-
-    def whiten(self, residuals: torch.Tensor) -> torch.Tensor:
-        """``R^{-1/2} e`` for rows ``e`` of ``residuals [..., N]`` (with R = L Lᵀ: ``L⁻¹ e``; may overwrite them)."""
-        if self._inv_std is not None:
-            return residuals.mul_(self._inv_std)
-        return residuals @ self._inv_factor_T
+        return self._inv_std if self._inv_std is not None else self._inv_factor
 
     def riccati(self, T: int) -> _Riccati:
         """Filter covariances for ``T`` steps, stopping early at the steady state."""
@@ -274,8 +269,13 @@ class SessionKernel:
         """
         m, (B, _, N) = self.model, Y.shape
         innovations = torch.addmm(Y.reshape(-1, N), predicted_means.reshape(-1, m.C.shape[1]), m.C.T, alpha=-1)
-        whitened = self.whiten(innovations.sub_(m.d)).reshape(B, 1, -1)
-        quadratic = (whitened @ whitened.transpose(-1, -2)).reshape(B)
+        innovations = innovations.sub_(m.d).reshape(B, -1, N)
+        if self._inv_std is not None:  # diagonal R: scale in place, then one dot product per trial
+            whitened = innovations.mul_(self._inv_std).reshape(B, 1, -1)
+            quadratic = (whitened @ whitened.transpose(-1, -2)).reshape(B)
+        else:  # full R: Σ eᵀ R⁻¹ e = tr(R⁻¹ Σ e eᵀ), an N×N product instead of a T×N one
+            scatter = innovations.transpose(-1, -2) @ innovations
+            quadratic = (scatter * self._inv_R).sum((-1, -2))
         r = H - predicted_means @ self.J
         quadratic = quadratic - (r * (means - predicted_means)).sum((-1, -2))
         log_dets = ric.log_det_gain[:T].sum()

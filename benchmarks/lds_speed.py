@@ -1,0 +1,314 @@
+"""Speed of the fast exact LDS path (lds.fast, the default method="auto") against peers.
+
+One run, the same seeded data (float64, K = 10 states, N = 142 channels, sqrt-transformed
+Poisson counts) and the same parameters (a model after two EM iterations from the
+reference initialization, so R is a full matrix) for everybody:
+
+- T = 2,000: Kalman filter, RTS smoother, one EM iteration and one online step of
+  ``lds`` against the plain ``lds`` path (method="plain", the in-library oracle),
+  pykalman and dynamax (JAX on the CPU, jit-compiled once before timing);
+- our scaling at T = 10,000 and T = 100,000 (exponent of cost in T) and for a batch of
+  B = 100 trials of T = 140;
+- peak resident memory of one EM iteration at T = 100,000 (a fresh subprocess, peak
+  RSS mark reset after making the data; it includes the data, the interpreter and the
+  imported libraries).
+
+pykalman is very slow (seconds per pass), so it runs once per operation; with
+``--quick`` it runs at T = 200 and its time is scaled linearly (its cost is linear in T)
+to T = 2,000, which the table marks. Prints medians and ratios and writes
+``benchmarks/results/lds_speed.json``.
+
+    .venv/bin/python benchmarks/lds_speed.py [--quick] [--threads 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from tabulate import tabulate
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import lds  # noqa: E402
+
+K, N = 10, 142
+
+
+def observations(T, seed=7, trials=None):
+    """Spike-count-like data: sqrt(count + 0.5) of Poisson counts driven by a slow 3-D latent."""
+    rng = np.random.default_rng(seed)
+    shape = (T, 3) if trials is None else (trials, T, 3)
+    latent = np.cumsum(rng.normal(size=shape) * 0.1, axis=-2)
+    rates = np.exp(0.5 + 0.3 * latent @ rng.normal(size=(3, N)) / np.sqrt(3))
+    return np.sqrt(rng.poisson(rates) + 0.5)
+
+
+def reference_init():
+    """The Bonsai reference test's start (seed 0, normal draws with sd 0.1, diagonal noise)."""
+    np.random.seed(0)
+    A = np.diag(np.random.normal(0, 0.1, K))
+    C = np.random.normal(0, 0.1, (N, K))
+    Q = np.diag(np.abs(np.random.normal(0, 0.1, K)))
+    R = np.diag(np.abs(np.random.normal(0, 0.1, N)))
+    m0 = np.random.normal(0, 0.1, K)
+    V0 = np.diag(np.abs(np.random.normal(0, 0.1, K)))
+    return lds.KalmanParams(transition_matrix=A, measurement_function=C, process_noise_covariance=Q,
+                            measurement_noise_covariance=R, initial_mean=m0, initial_covariance=V0)
+
+
+def timings(fn, repeats, warmup=1):
+    for _ in range(warmup):
+        fn()
+    out = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - start)
+    return out
+
+
+def median(fn, repeats, warmup=1):
+    return statistics.median(timings(fn, repeats, warmup))
+
+
+def online_step_times(params, y, warm_steps=200):
+    """Per-step times of OnlineKalmanFilter.step after ``warm_steps`` (at the steady state)."""
+    online = lds.OnlineKalmanFilter(params)
+    rows = [y[t] for t in range(len(y))]
+    for t in range(warm_steps):
+        online.step(rows[t])
+    assert online.at_steady_state, "the online filter did not reach its steady state"
+    times = []
+    for row in rows[warm_steps:]:
+        start = time.perf_counter()
+        online.step(row)
+        times.append(time.perf_counter() - start)
+    return np.array(times)
+
+
+# ---- peers -------------------------------------------------------------------------
+def numpy_params(p):
+    return {k: getattr(p, k).numpy() for k in ("A", "C", "Q", "R", "m0", "V0")}
+
+
+def pykalman_ops(p, y):
+    from pykalman import KalmanFilter
+
+    n = numpy_params(p)
+    # pykalman's initial state is x_0 (our prior is x_{-1}): predict once for the same model
+    kf = KalmanFilter(transition_matrices=n["A"], observation_matrices=n["C"], transition_covariance=n["Q"],
+                      observation_covariance=n["R"], initial_state_mean=n["A"] @ n["m0"],
+                      initial_state_covariance=n["A"] @ n["V0"] @ n["A"].T + n["Q"])
+    state = (np.zeros(K), np.eye(K))
+    return {
+        "filter": lambda: kf.filter(y),
+        "smoother": lambda: kf.smooth(y),
+        "EM iteration": lambda: kf.em(y, n_iter=1, em_vars=["transition_matrices", "observation_matrices",
+                                                          "transition_covariance", "observation_covariance",
+                                                          "initial_state_mean", "initial_state_covariance"]),
+        "online step": lambda: kf.filter_update(state[0], state[1], y[0]),
+    }
+
+
+def dynamax_ops(p, y):
+    import jax
+
+    jax.config.update("jax_enable_x64", True)
+    import jax.numpy as jnp
+    from dynamax.linear_gaussian_ssm import LinearGaussianSSM, lgssm_filter, lgssm_smoother
+
+    n = numpy_params(p)
+    model = LinearGaussianSSM(K, N)
+    params, props = model.initialize(initial_mean=jnp.asarray(n["A"] @ n["m0"]),
+                                     initial_covariance=jnp.asarray(n["A"] @ n["V0"] @ n["A"].T + n["Q"]),
+                                     dynamics_weights=jnp.asarray(n["A"]), dynamics_covariance=jnp.asarray(n["Q"]),
+                                     emission_weights=jnp.asarray(n["C"]), emission_covariance=jnp.asarray(n["R"]))
+    emissions = jnp.asarray(y)
+    filt = jax.jit(lgssm_filter)
+    smooth = jax.jit(lgssm_smoother)
+    m_step_state = model.initialize_m_step_state(params, props)
+
+    @jax.jit
+    def em_step(params, emissions, m_step_state):  # what LinearGaussianSSM.fit_em does per iteration
+        stats, lls = jax.vmap(lambda e: model.e_step(params, e))(emissions[None])
+        return model.m_step(params, props, stats, m_step_state)[0], lls
+
+    step = jax.jit(lambda prm, row: lgssm_filter(prm, row[None]).filtered_means)
+    done = lambda out: jax.block_until_ready(out)  # noqa: E731
+    return {
+        "filter": lambda: done(filt(params, emissions)),
+        "smoother": lambda: done(smooth(params, emissions)),
+        "EM iteration": lambda: done(em_step(params, emissions, m_step_state)),
+        "online step": lambda: done(step(params, emissions[0])),
+    }
+
+
+# ---- memory ------------------------------------------------------------------------
+def peak_memory_em(T, threads):
+    """Peak RSS (MB) of a fresh process during one EM iteration at length ``T``, and its RSS before.
+
+    The data are made first; then the kernel's peak-RSS mark (VmHWM) is reset through
+    ``/proc/self/clear_refs`` so that the peak is that of EM (with the data, the
+    interpreter and the libraries resident), not of making the data.
+    """
+    code = (
+        "import sys, numpy as np, torch\n"
+        f"sys.path.insert(0, {str(ROOT)!r}); sys.path.insert(0, {str(ROOT / 'benchmarks')!r})\n"
+        "import lds, lds_speed\n"
+        f"torch.set_num_threads({threads})\n"
+        f"p = lds_speed.fitted_params(); y = torch.from_numpy(lds_speed.observations({T}, seed=3))\n"
+        "status = lambda key: int(next(l for l in open('/proc/self/status') if l.startswith(key)).split()[1])\n"
+        "open('/proc/self/clear_refs', 'w').write('5')\n"
+        "before = status('VmRSS')\n"
+        "lds.fit_em(y, p, max_iter=1, progress=False)\n"
+        "print(before, status('VmHWM'))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    before_kb, peak_kb = (int(v) for v in out.stdout.split()[-2:])
+    return peak_kb / 1024, before_kb / 1024
+
+
+def fitted_params():
+    """Two EM iterations from the reference start on the T = 2,000 data (R becomes a full matrix)."""
+    y = torch.from_numpy(observations(2000))
+    return lds.fit_em(y, reference_init(), max_iter=2, progress=False).params
+
+
+# ---- main --------------------------------------------------------------------------
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer repeats; pykalman at T=200 scaled to 2,000")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads for lds (default 1: the machine has 2 cores shared by several users)")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    warnings.filterwarnings("ignore")
+    repeats = 3 if args.quick else 7
+    T = 2000
+    params = fitted_params()
+    y_np = observations(T, seed=3)
+    y = torch.from_numpy(y_np)
+
+    ours = {
+        "filter": lambda: lds.kalman_filter(params, y),
+        "smoother": lambda: lds.kalman_smoother(params, y),
+        "EM iteration": lambda: lds.fit_em(y, params, max_iter=1, progress=False),
+    }
+    plain = {
+        "filter": lambda: lds.kalman_filter(params, y, method="plain"),
+        "smoother": lambda: lds.kalman_smoother(params, y, method="plain"),
+        "EM iteration": lambda: lds.fit_em(y, params, max_iter=1, progress=False, method="plain"),
+    }
+    rows, results = [], {"comparison_T": T}
+    step_times = online_step_times(params, y_np)
+    online_median = float(np.median(step_times))
+    results["online_step"] = dict(median_s=online_median, p99_s=float(np.percentile(step_times, 99)),
+                                  steps=len(step_times))
+    pyk_T = 200 if args.quick else T
+    pyk = pykalman_ops(params, observations(pyk_T, seed=3) if args.quick else y_np)
+    dyn = dynamax_ops(params, y_np)
+    comparison = {}
+    for op in ("filter", "smoother", "EM iteration", "online step"):
+        entry = {}
+        if op == "online step":
+            entry["lds"] = online_median
+            online_plain, rows_plain = lds.OnlineKalmanFilter(params), [y_np[t] for t in range(300)]
+            entry["lds plain"] = median(lambda: _full_steps(online_plain, rows_plain), 1, 0) / len(rows_plain)
+        else:
+            entry["lds"] = median(ours[op], repeats)
+            entry["lds plain"] = median(plain[op], 1, 0)
+        entry["dynamax"] = median(dyn[op], repeats if op != "online step" else 200)
+        scale = T / pyk_T if op != "online step" else 1.0
+        entry["pykalman"] = median(pyk[op], 1 if op != "online step" else 200, 0 if op != "online step" else 1) * scale
+        comparison[op] = entry
+        rows.append([f"{op} (T={T})" if op != "online step" else "online step (steady)",
+                     *(_fmt(entry[k]) for k in ("lds", "lds plain", "dynamax", "pykalman")),
+                     *(f"{entry[k] / entry['lds']:.0f}x" for k in ("lds plain", "dynamax", "pykalman"))])
+    results["comparison"] = comparison
+    print(f"K={K}, N={N}, float64, CPU, torch threads={args.threads}, {platform.machine()}, "
+          f"median of {repeats} (pykalman and lds plain: 1 run{'; pykalman at T=200 scaled x10' if args.quick else ''})")
+    print(tabulate(rows, headers=["operation", "lds", "lds plain", "dynamax", "pykalman", "plain/lds", "dynamax/lds",
+                                  "pykalman/lds"]))
+    print(f"online step at the steady state: median {online_median * 1e6:.1f} us, "
+          f"p99 {results['online_step']['p99_s'] * 1e6:.1f} us over {len(step_times)} steps")
+
+    # ---- our scaling in T, and a batch of trials ---------------------------------------
+    scaling, srows = {}, []
+    for length in (2000, 10000, 100000):
+        data = y if length == T else torch.from_numpy(observations(length, seed=3))
+        reps = repeats if length < 100000 else max(1, repeats // 2)
+        scaling[length] = {op: median(fn, reps) for op, fn in {
+            "filter": lambda: lds.kalman_filter(params, data),
+            "smoother": lambda: lds.kalman_smoother(params, data),
+            "EM iteration": lambda: lds.fit_em(data, params, max_iter=1, progress=False)}.items()}
+    for op in ("filter", "smoother", "EM iteration"):
+        exponent = math.log(scaling[100000][op] / scaling[10000][op]) / math.log(10)
+        srows.append([op, *(_fmt(scaling[n][op]) for n in (2000, 10000, 100000)), f"{exponent:.2f}"])
+    start, data = reference_init(), torch.from_numpy(observations(10000, seed=3))
+    diagonal = {op: median(fn, repeats) for op, fn in {
+        "filter": lambda: lds.kalman_filter(start, data),
+        "EM iteration": lambda: lds.fit_em(data, start, max_iter=1, progress=False)}.items()}
+    batch = torch.from_numpy(observations(140, seed=5, trials=100))
+    batch_times = {op: median(fn, repeats) for op, fn in {
+        "filter": lambda: lds.kalman_filter(params, batch),
+        "smoother": lambda: lds.kalman_smoother(params, batch),
+        "EM iteration": lambda: lds.fit_em(batch, params, max_iter=1, progress=False)}.items()}
+    batch_plain = median(lambda: lds.kalman_filter(params, batch, method="plain"), 1, 0)
+    print()
+    print(tabulate(srows, headers=["lds (fast)", "T=2,000", "T=10,000", "T=100,000", "exponent (10k -> 100k)"]))
+    print(f"T=10,000 from the reference start (diagonal R): filter {_fmt(diagonal['filter'])}, "
+          f"EM iteration {_fmt(diagonal['EM iteration'])}")
+    print(f"B=100 trials of T=140: filter {_fmt(batch_times['filter'])}, smoother {_fmt(batch_times['smoother'])}, "
+          f"EM iteration {_fmt(batch_times['EM iteration'])} (plain filter {_fmt(batch_plain)})")
+    peak, base = peak_memory_em(100000, args.threads)
+    print(f"EM iteration at T=100,000: peak RSS {peak:.0f} MB (RSS just before EM, data included: {base:.0f} MB)")
+    results.update(scaling={str(k): v for k, v in scaling.items()},
+                   scaling_exponent={op: math.log(scaling[100000][op] / scaling[10000][op]) / math.log(10)
+                                     for op in ("filter", "smoother", "EM iteration")},
+                   batch_100x140=dict(batch_times, plain_filter=batch_plain), diagonal_R_T10000=diagonal,
+                   em_T100000_peak_rss_mb=peak, em_T100000_baseline_rss_mb=base)
+
+    import jax
+    import pykalman
+    out = ROOT / "benchmarks" / "results" / "lds_speed.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    payload = dict(shape=dict(K=K, N=N), quick=args.quick, repeats=repeats, threads=args.threads,
+                   pykalman_T=pyk_T, torch=torch.__version__, numpy=np.__version__, jax=jax.__version__,
+                   pykalman=getattr(pykalman, "__version__", "?"), machine=platform.machine(),
+                   cpus=os.cpu_count(), python=platform.python_version(), results=results)
+    tmp = out.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(payload, indent=2))
+    tmp.replace(out)
+    print(f"wrote {out.relative_to(ROOT)}")
+
+
+def _full_steps(online, rows):
+    """Full (non-steady) steps, each from the prior after ``reset()``: the plain per-step cost."""
+    for r in rows:
+        online.reset()
+        online.step(r)
+
+
+def _fmt(seconds):
+    if seconds >= 1:
+        return f"{seconds:.2f} s"
+    if seconds >= 1e-3:
+        return f"{seconds * 1e3:.2f} ms"
+    return f"{seconds * 1e6:.1f} us"
+
+
+if __name__ == "__main__":
+    main()
