@@ -220,7 +220,7 @@ def _run(params: KalmanParams, y, method: str, smooth: bool):
     plain = range(obs.num_trials)
     if method == "auto":
         groups, plain = split_trials(obs.trials, obs.sessions)
-        kernels = {}
+        kernels, kinds = {}, [kind for kind, count in obs.layouts for _ in range(count)]
         for s, _, indices in groups:
             kernel = kernels[s] = kernels.get(s) or SessionKernel(models[s])
             Y = obs.trials[indices[0]][None] if len(indices) == 1 else torch.stack([obs.trials[i] for i in indices])
@@ -228,8 +228,8 @@ def _run(params: KalmanParams, y, method: str, smooth: bool):
             covs = covariances((out["filtered"] if smooth else out)["riccati"], Y.shape[1])
             if smooth:
                 covs = covs + smoothed_covariances(out)
-            for j, i in enumerate(indices):
-                results[i] = _fast_result(out, covs, j, len(indices) > 1, smooth)
+            for j, i in enumerate(indices):  # batch results are stacked (copied) anyway; list items get their own
+                results[i] = _fast_result(out, covs, j, len(indices) > 1 and kinds[i] == "list", smooth)
     for i in plain:
         label = _trial_label(obs, i)
         s = obs.sessions[i]

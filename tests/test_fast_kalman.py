@@ -159,6 +159,16 @@ def test_em_matches_plain_em_and_the_oracle_step():
         assert_close(getattr(one.params, name).numpy(), expected[name], name)
 
 
+def test_em_sums_fall_back_to_innovations_when_they_would_cancel():
+    # states far from zero, fitted almost exactly: Σ yᵀR⁻¹y exceeds the innovation term ~10⁸-fold
+    p = rotation_system(0.5, N=4, noise=1e-2, r_scale=1e-2, seed=8)
+    p.b = torch.tensor([100.0, -50.0], dtype=torch.float64)
+    y = lds.sample_lds(p, 300, seed=9).observations
+    fast, plain = lds.expected_statistics(p, y), lds.expected_statistics(p, y, method="plain")
+    assert float(fast.log_likelihood) == pytest.approx(float(plain.log_likelihood), rel=TOL)
+    assert_close(fast.sum_xx_lag.numpy(), plain.sum_xx_lag.numpy(), "lag sums")
+
+
 def test_online_step_reaches_the_steady_state_and_stays_exact():
     p = lds.random_stable_lds(3, 8, offsets=True, seed=11)
     y = lds.sample_lds(p, 200, seed=12).observations.numpy()
