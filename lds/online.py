@@ -136,7 +136,8 @@ class OnlineKalmanFilter:
         on_cpu = m.A.device.type == "cpu"
         self._steady = dict(matrix=matrix.numpy() if on_cpu else matrix, N=N, K=K, on_cpu=on_cpu,
                             constant=-0.5 * (N * math.log(2 * math.pi) + float(log_det_S)),
-                            one=np.ones(1, dtype=matrix.numpy().dtype) if on_cpu else matrix.new_ones(1))
+                            one=np.ones(1, dtype=matrix.numpy().dtype) if on_cpu else matrix.new_ones(1),
+                            mean=self.mean.numpy() if on_cpu else self.mean)
 
     def _steady_step(self, y_t) -> bool:
         """One steady-state step; False (state untouched) for an incomplete sample or one of another shape."""
@@ -151,14 +152,14 @@ class OnlineKalmanFilter:
         if y.shape != (N,):
             return False
         join = np.concatenate if s["on_cpu"] else torch.cat
-        out = s["matrix"] @ join((y, self.mean.numpy() if s["on_cpu"] else self.mean, s["one"]))
+        out = s["matrix"] @ join((y, s["mean"], s["one"]))
         w, v = out[:N], out[N:N + K]
         quadratic = float(w @ w - v @ v)
         if not math.isfinite(quadratic):  # NaN in the sample: a full step handles it
             return False
         self._steady_log_likelihood += s["constant"] - 0.5 * quadratic
-        mean = out[N + K:]
-        self.mean = torch.from_numpy(mean) if s["on_cpu"] else mean
+        s["mean"] = out[N + K:]
+        self.mean = torch.from_numpy(s["mean"]) if s["on_cpu"] else s["mean"]
         return True
 
     def _as_sample(self, y_t) -> torch.Tensor:
