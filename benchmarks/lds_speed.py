@@ -239,7 +239,8 @@ def main():
                      *(f"{entry[k] / entry['lds']:.0f}x" for k in ("lds plain", "dynamax", "pykalman"))])
     results["comparison"] = comparison
     print(f"K={K}, N={N}, float64, CPU, torch threads={args.threads}, {platform.machine()}, "
-          f"median of {repeats} (pykalman and lds plain: 1 run{'; pykalman at T=200 scaled x10' if args.quick else ''})")
+          f"median of {repeats} (pykalman and lds plain: 1 run"
+          f"{'; pykalman at T=200 scaled x10' if args.quick else ''})")
     print(tabulate(rows, headers=["operation", "lds", "lds plain", "dynamax", "pykalman", "plain/lds", "dynamax/lds",
                                   "pykalman/lds"]))
     print(f"online step at the steady state: median {online_median * 1e6:.1f} us, "

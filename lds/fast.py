@@ -31,7 +31,8 @@ import torch
 
 from .errors import NotPositiveDefiniteError
 
-__all__ = ["SessionKernel", "Convergence", "split_trials", "linear_scan", "covariances", "smoothed_covariances", "data_moments"]
+__all__ = ["SessionKernel", "Convergence", "split_trials", "linear_scan", "covariances", "smoothed_covariances",
+           "data_moments"]
 
 _LOG_2PI = math.log(2.0 * math.pi)
 

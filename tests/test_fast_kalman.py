@@ -35,14 +35,13 @@ def compare_with_oracle(p, y):
     lag = oracle.lag_one_covariances(A, filt, smooth, V0)
     s = lds.kalman_smoother(p, torch.from_numpy(y))
     f = s.filtered
-    for name, ours, theirs in [("filtered means", f.means, filt["means"]), ("filtered covs", f.covariances, filt["covs"]),
-                               ("predicted means", f.predicted_means, filt["pred_means"]),
-                               ("predicted covs", f.predicted_covariances, filt["pred_covs"]),
-                               ("smoothed means", s.means, smooth["means"]), ("smoothed covs", s.covariances,
-                                                                              smooth["covs"]),
-                               ("lag-one covs", s.lag_one_covariances, lag), ("initial mean", s.initial_mean,
-                                                                              smooth["m0"]),
-                               ("initial cov", s.initial_covariance, smooth["V0"])]:
+    pairs = [("filtered means", f.means, filt["means"]), ("filtered covs", f.covariances, filt["covs"]),
+             ("predicted means", f.predicted_means, filt["pred_means"]),
+             ("predicted covs", f.predicted_covariances, filt["pred_covs"]),
+             ("smoothed means", s.means, smooth["means"]), ("smoothed covs", s.covariances, smooth["covs"]),
+             ("lag-one covs", s.lag_one_covariances, lag), ("initial mean", s.initial_mean, smooth["m0"]),
+             ("initial cov", s.initial_covariance, smooth["V0"])]
+    for name, ours, theirs in pairs:
         assert_close(ours.numpy(), theirs, name)
     assert float(s.log_likelihood) == pytest.approx(filt["log_like"], rel=TOL)
 
