@@ -19,6 +19,7 @@ an absent per-dataset field is an empty ``DatasetList`` (shown ``{}``).
 from __future__ import annotations
 
 import ast
+import functools
 import html
 from dataclasses import dataclass
 from typing import Any, Iterable, Iterator, Mapping, Sequence
@@ -104,12 +105,19 @@ def format_value(value) -> str:
 _ALLOWED_NODES = (ast.Expression, ast.BinOp, ast.Add, ast.Sub, ast.Mult, ast.Name, ast.Load, ast.Constant)
 
 
-def evaluate_shape(expression: str, dims: Mapping[str, int]) -> int:
-    """Evaluate a symbolic axis length such as ``'2*c_ic_enc_dim'`` with ``dims``."""
+@functools.lru_cache(maxsize=1024)
+def _parse_shape(expression: str) -> ast.Expression:
+    """The checked syntax tree of a shape expression (parsed once: shapes are checked on every load)."""
     tree = ast.parse(expression, mode="eval")
     for node in ast.walk(tree):
         if not isinstance(node, _ALLOWED_NODES):
             raise ValidationError(f"shape expression {expression!r} uses unsupported syntax")
+    return tree
+
+
+def evaluate_shape(expression: str, dims: Mapping[str, int]) -> int:
+    """Evaluate a symbolic axis length such as ``'2*c_ic_enc_dim'`` with ``dims``."""
+    tree = _parse_shape(expression)
 
     def visit(node):
         if isinstance(node, ast.Expression):
@@ -351,14 +359,16 @@ class ParamsContainer:
         """Dimension symbols used by the symbolic shapes (subclasses fill it in)."""
         return {}
 
-    def expected_shape(self, spec: FieldSpec, dataset: int | None = None) -> tuple[int, ...] | None:
+    def expected_shape(self, spec: FieldSpec, dataset: int | None = None,
+                       dims: Mapping | None = None) -> tuple[int, ...] | None:
         """The concrete shape a field should have, or None when a symbol is unknown.
 
-        A dimension that differs per dataset is given in ``dims`` as a list.
+        A dimension that differs per dataset is given in ``dims`` as a list. ``dims``
+        defaults to ``self.dims`` (pass it when checking many fields, to compute it once).
         """
         dims = {
             k: (v[dataset] if isinstance(v, (list, tuple)) and dataset is not None else v)
-            for k, v in self.dims.items()
+            for k, v in (self.dims if dims is None else dims).items()
         }
         dims = {k: v for k, v in dims.items() if isinstance(v, (int, np.integer))}
         try:
@@ -368,6 +378,7 @@ class ParamsContainer:
 
     def check_shapes(self) -> None:
         """Raise :class:`ShapeError` naming the first field whose shape is wrong."""
+        dims = self.dims
         for spec in self.FIELDS:
             value = getattr(self, spec.name)
             entries = (
@@ -376,7 +387,7 @@ class ParamsContainer:
             for index, (name, array) in entries:
                 if array is None:
                     continue
-                expected = self.expected_shape(spec, index)
+                expected = self.expected_shape(spec, index, dims)
                 actual = tuple(array.shape)
                 if expected is not None and expected != actual:
                     where = spec.name if name is None else f"{spec.name}[{name!r}]"

@@ -203,7 +203,7 @@ def read_tf_model_params(path, dataset_names: Iterable[str] | None = None, verbo
     """
     path = Path(path)
     with _open_hdf5(path) as f:
-        keys = [k for k in f.keys() if f.get(k, getclass=True) is h5py.Dataset]
+        keys = list(f.keys())  # root entries; a group under a weight name fails to read, with the key named
         found = _file_dataset_names(keys)
         available = _default_names(f, found, path)
         dataset_names = available if dataset_names is None else [str(n) for n in dataset_names]

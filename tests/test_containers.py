@@ -122,3 +122,21 @@ def test_evaluate_shape_arithmetic_only():
     assert evaluate_shape("2*h - 1", {"h": 5}) == 9
     with pytest.raises(Exception):
         evaluate_shape("__import__('os')", {})
+
+
+def test_check_shapes_computes_dims_once_and_expected_shape_takes_given_dims():
+    class Counting(Toy):
+        calls = 0
+
+        @property
+        def dims(self):
+            Counting.calls += 1
+            return super().dims
+
+    toy = make_toy()
+    counting = Counting(W=toy.W, readout=toy.readout, dataset_names=toy.dataset_names)
+    counting.check_shapes()
+    assert Counting.calls == 1
+    spec = Toy.field_spec("readout")
+    assert toy.expected_shape(spec, 1) == (2, 5)
+    assert toy.expected_shape(spec, 1, dims={"m": 7, "N": [1, 9]}) == (7, 9)
