@@ -34,7 +34,7 @@ from lds.containers import as_numpy
 from lds.errors import DatasetNameError, DefaultsUsedWarning, FileFormatError
 
 from .model_trained_params import ModelTrainedParams, build_checked
-from .safe_unpickle import read_torch_file
+from .safe_unpickle import StandIn, read_torch_file
 
 __all__ = ["read_lfads_torch", "fields_from_state_dict", "to_lfads_torch_state_dict", "gru_torch_to_tf",
            "gru_tf_to_torch", "read_state_dict"]
@@ -209,6 +209,7 @@ def _config_names(checkpoint, path: Path, sessions: int) -> list[str] | None:
         return None
     for section in ("datamodule_hyper_parameters", "hyper_parameters"):
         config = checkpoint.get(section)
+        config = config.items if isinstance(config, StandIn) else config  # e.g. Lightning's AttributeDict
         pattern = config.get("datafile_pattern") if isinstance(config, dict) else None
         if not isinstance(pattern, str):
             continue
@@ -251,6 +252,9 @@ def read_lfads_torch(path, dataset_names: Iterable[str] | None = None, verbose: 
     available = _config_names(checkpoint, path, sessions) or [f"session_{i}" for i in range(sessions)]
     names, order = _choose_names(dataset_names, available, sessions, path)
     fields, used = fields_from_state_dict(state, sessions, source=path)
+    if not used:
+        raise FileFormatError(f"{path} holds no lfads-torch weights (no encoder./decoder./readout. keys); its "
+                              f"state_dict has {list(state)[:8]}{' ...' if len(state) > 8 else ''}")
     for name, value in fields.items():
         if isinstance(value, list):
             fields[name] = [value[i] for i in order]

@@ -39,7 +39,6 @@ from .model_trained_params import ModelTrainedParams, build_checked
 __all__ = ["TF_KEYS", "read_tf_model_params", "save_tf_model_params", "export_hdf5", "read_export_hdf5",
            "file_kind"]
 
-HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 ZIP_SIGNATURE = b"PK\x03\x04"
 
 
@@ -121,7 +120,7 @@ def file_kind(path) -> str:
         head = f.read(8)
     if native.is_native_file(path):
         return "native"
-    if head == HDF5_SIGNATURE:
+    if h5py.is_hdf5(path):
         with _open_hdf5(path) as f:
             return "export" if "dataset_names" in f and not any(k.endswith(":0") for k in f) else "tf"
     if head.startswith(ZIP_SIGNATURE) or head[:1] == b"\x80":
@@ -227,6 +226,9 @@ def read_tf_model_params(path, dataset_names: Iterable[str] | None = None, verbo
                     used.add(key)
                     per_dataset[name] = _read(f, key, path)
             fields[field] = per_dataset
+    if not used:
+        raise FileFormatError(f"{path} is an HDF5 file without TF LFADS weights (no LFADS_...:0 keys of "
+                              f"ModelTrainedParams); its root holds {keys[:8]}{' ...' if len(keys) > 8 else ''}")
     if verbose:
         _print_unused(path, [k for k in keys if k not in used])
     return build_checked(fields, dataset_names, path)
@@ -292,7 +294,7 @@ def export_hdf5(params: ModelTrainedParams, path, overwrite: bool = False) -> Pa
                 if hasattr(value, "items"):
                     for ds, array in value.items():
                         f.create_dataset(f"{name}/{ds}", data=_matlab_vector_flip(as_numpy(array)))
-                elif value is not None and np.size(value):
+                elif value is not None and as_numpy(value).size:
                     f.create_dataset(name, data=_matlab_vector_flip(as_numpy(value)))
     return Path(path)
 

@@ -184,12 +184,9 @@ def torch_state_dict(neurons, sizes: dict = SIZES, controller: bool = True, read
 def save_lightning_checkpoint(path, state_dict, datafile_pattern=None, extra: dict | None = None) -> None:
     """``torch.save`` a Lightning-1.6-like checkpoint whose hyperparameters hold lfads-torch objects.
 
-    The classes live in a module ``lfads_torch.modules.priors`` that exists only while saving,
-    so a reader must cope with classes it cannot import.
+    The classes live in modules (``lfads_torch.modules.priors``, ``pytorch_lightning.utilities.parsing``)
+    that exist only while saving, so a reader must cope with classes it cannot import.
     """
-    names = ("lfads_torch", "lfads_torch.modules", "lfads_torch.modules.priors")
-    module = types.ModuleType(names[-1])
-
     class AutoregressiveMultivariateNormal(torch.nn.Module):
         def __init__(self):
             super().__init__()
@@ -199,12 +196,18 @@ def save_lightning_checkpoint(path, state_dict, datafile_pattern=None, extra: di
         def __init__(self):
             self.transforms, self.batch_order = ["CoordinatedDropout"], [0]
 
-    for cls in (AutoregressiveMultivariateNormal, AugmentationStack):
-        cls.__module__, cls.__qualname__ = names[-1], cls.__name__
-        setattr(module, cls.__name__, cls)
+    class AttributeDict(dict):
+        pass
+
+    homes = {"lfads_torch.modules.priors": [AutoregressiveMultivariateNormal, AugmentationStack],
+             "pytorch_lightning.utilities.parsing": [AttributeDict]}
+    names = [".".join(home.split(".")[:i]) for home in homes for i in range(1, 4)]
     saved = {name: sys.modules.get(name) for name in names}
-    sys.modules.update({name: types.ModuleType(name) for name in names[:-1]})
-    sys.modules[names[-1]] = module
+    sys.modules.update({name: types.ModuleType(name) for name in names})
+    for home, classes in homes.items():
+        for cls in classes:
+            cls.__module__, cls.__qualname__ = home, cls.__name__
+            setattr(sys.modules[home], cls.__name__, cls)
     try:
         checkpoint = {
             "epoch": 12, "global_step": 3456, "pytorch-lightning_version": "1.6.0", "state_dict": state_dict,
@@ -218,8 +221,8 @@ def save_lightning_checkpoint(path, state_dict, datafile_pattern=None, extra: di
             **(extra or {}),
         }
         if datafile_pattern is not None:
-            checkpoint["datamodule_hyper_parameters"] = {"datafile_pattern": str(datafile_pattern),
-                                                         "batch_size": 256}
+            checkpoint["datamodule_hyper_parameters"] = AttributeDict(datafile_pattern=str(datafile_pattern),
+                                                                      batch_size=256)
         torch.save(checkpoint, path)
     finally:
         for name, previous in saved.items():

@@ -411,6 +411,13 @@ def test_bad_files_give_clear_errors(tmp_path, full_model):
     (tmp_path / "cut.ckpt").write_bytes(data[: len(data) // 2])
     with pytest.raises(FileFormatError, match="cut.ckpt"):
         ModelTrainedParams.load(tmp_path / "cut.ckpt")
+    with h5py.File(tmp_path / "other.h5", "w") as f:
+        f["train_data"] = np.zeros((2, 3, 4))
+    with pytest.raises(FileFormatError, match="train_data"):
+        ModelTrainedParams.load(tmp_path / "other.h5")
+    torch.save({"linear.weight": torch.zeros(2, 2)}, tmp_path / "other.pt")
+    with pytest.raises(FileFormatError, match="linear.weight"):
+        ModelTrainedParams.load(tmp_path / "other.pt")
 
 
 def test_inconsistent_shapes_between_sections_are_refused(tmp_path):
