@@ -31,7 +31,7 @@ from typing import Iterable, Mapping
 import numpy as np
 
 from lds.containers import as_numpy
-from lds.errors import DatasetNameError, DefaultsUsedWarning, FileFormatError
+from lds.errors import DatasetNameError, DefaultsUsedWarning, FileFormatError, ValidationError
 
 from .model_trained_params import ModelTrainedParams, build_checked
 from .safe_unpickle import StandIn, read_torch_file
@@ -41,6 +41,8 @@ __all__ = ["read_lfads_torch", "fields_from_state_dict", "to_lfads_torch_state_d
 
 _ENCODERS = {"ic_enc": ("ic_enc", "gates_"), "ci_enc": ("ci_enc", "")}
 _CELLS = {"con_gengru": "decoder.rnn.cell.con_cell", "gen_gengru": "decoder.rnn.cell.gen_cell"}
+_NEEDED_FOR_TORCH = ("ic_enc_fwd_t0", "ic_enc_rev_t0", "ic_enc_to_posterior_g0_mean_W", "prior_g0_mean",
+                     "prior_g0_logvar", "gen_gengru_h_to_ru_W", "gen_to_factors_W")
 _SESSION_KEY = re.compile(r"^(readin|readout)\.(\d+)\.(weight|bias)$")
 
 
@@ -275,6 +277,10 @@ def to_lfads_torch_state_dict(params: ModelTrainedParams) -> dict:
     """
     p = {name: None if value is None else as_numpy(value) for name, value in params.items()
          if not hasattr(value, "names")}
+    needed = [name for name in _NEEDED_FOR_TORCH if p[name] is None] + (
+        ["factors_to_logrates_W"] if not len(params.factors_to_logrates_W) else [])
+    if needed:
+        raise ValidationError(f"an lfads-torch state_dict needs {needed}, which this ModelTrainedParams lacks")
     dims = params.dims
     dtype = next((v.dtype for v in p.values() if v is not None), np.float32)
     out: dict = {}

@@ -194,7 +194,8 @@ def test_export_layout(full_model, tmp_path):
         np.testing.assert_array_equal(f["dataset_idx_concatenated"][()].ravel(), [1] * 5 + [2] * 6)  # MATLAB's
         assert f["factors_to_logrates_W_concatenated"].shape == (3, 11)
     assert ModelTrainedParams.load(tmp_path / "modelTrainedParams.h5") == mtp
-    assert ModelTrainedParams.from_export_hdf5(tmp_path / "modelTrainedParams.h5", ["dsB.h5"]).dataset_names == ["dsB.h5"]
+    selected = ModelTrainedParams.from_export_hdf5(tmp_path / "modelTrainedParams.h5", ["dsB.h5"])
+    assert selected.dataset_names == ["dsB.h5"]
 
 
 def test_native_file_round_trip_and_dispatch_by_content(full_model, tmp_path):
@@ -431,6 +432,15 @@ def test_inconsistent_shapes_between_sections_are_refused(tmp_path):
     torch.save(sd, tmp_path / "sd.pt")
     with pytest.raises(ShapeError, match="factors_to_logrates_W"):
         ModelTrainedParams.load(tmp_path / "sd.pt")
+
+
+def test_incomplete_model_cannot_become_a_state_dict(full_model):
+    from lds.errors import ValidationError
+
+    data = ModelTrainedParams.load(full_model[0]).to_dict()
+    data["gen_to_factors_W"] = None
+    with pytest.raises(ValidationError, match="gen_to_factors_W"):
+        ModelTrainedParams.from_dict(data).to_lfads_torch_state_dict()
 
 
 def test_all_tf_variables_of_the_reference_are_read():
