@@ -7,7 +7,7 @@ factors 40, initial condition 64, 40 datasets of 150 neurons) is written as
   ``_Adam_1:0``) and optimizer scalars a real file holds (three times the weights), and
 - an lfads-torch Lightning-like checkpoint of the same weights (``torch.save``).
 
-Timed (median of ``--repeats``):
+Timed (median of ``--repeats``, the four readers taking turns in every repeat):
 
 - ``ModelTrainedParams.from_tf_model_params`` against h5py alone reading the same
   arrays by their known keys (target: within 1.3x);
@@ -46,13 +46,15 @@ SIZES = dict(c_gen_dim=200, c_con_dim=128, c_ic_enc_dim=128, c_ci_enc_dim=128, c
 DATASETS, NEURONS = 40, 150
 
 
-def median_time(fn, repeats: int) -> float:
-    times = []
+def interleaved_medians(functions: dict, repeats: int) -> dict:
+    """Median seconds of each function, run in turn within every repeat (so load on a shared machine hits all)."""
+    times = {name: [] for name in functions}
     for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        for name, fn in functions.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in times.items()}
 
 
 def large_model(seed: int = 0) -> ModelTrainedParams:
@@ -114,15 +116,14 @@ def main() -> None:
         names = model.dataset_names
         loaded = ModelTrainedParams.from_tf_model_params(tf_path, dataset_names=names)
         assert loaded == model, "the benchmark file does not read back equal"
-        rows = {
-            "TF model_params: ModelTrainedParams.from_tf_model_params": median_time(
-                lambda: ModelTrainedParams.from_tf_model_params(tf_path), args.repeats),
-            "TF model_params: h5py alone, same arrays by known keys": median_time(h5py_alone, args.repeats),
-            "lfads-torch .ckpt: ModelTrainedParams.from_lfads_torch": median_time(
-                lambda: ModelTrainedParams.from_lfads_torch(ckpt_path, dataset_names=names), args.repeats),
-            "lfads-torch .ckpt: torch.load(weights_only=True)": median_time(
-                lambda: torch.load(ckpt_path, weights_only=True), args.repeats),
-        }
+        rows = interleaved_medians({
+            "TF model_params: ModelTrainedParams.from_tf_model_params":
+                lambda: ModelTrainedParams.from_tf_model_params(tf_path),
+            "TF model_params: h5py alone, same arrays by known keys": h5py_alone,
+            "lfads-torch .ckpt: ModelTrainedParams.from_lfads_torch":
+                lambda: ModelTrainedParams.from_lfads_torch(ckpt_path, dataset_names=names),
+            "lfads-torch .ckpt: torch.load(weights_only=True)": lambda: torch.load(ckpt_path, weights_only=True),
+        }, args.repeats)
     ratio_tf = rows["TF model_params: ModelTrainedParams.from_tf_model_params"] / \
         rows["TF model_params: h5py alone, same arrays by known keys"]
     ratio_torch = rows["lfads-torch .ckpt: ModelTrainedParams.from_lfads_torch"] / \
