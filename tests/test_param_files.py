@@ -398,3 +398,17 @@ def test_bad_npz_and_mat_files(tmp_path):
     (tmp_path / "cut.npz").write_bytes(data[: len(data) // 2])
     with pytest.raises(FileFormatError, match="cut.npz"):
         lds.KalmanParams.from_npz(tmp_path / "cut.npz")
+
+
+def test_model_trained_params_native_round_trip(tmp_path):
+    from lfads_tools import ModelTrainedParams, RunParams
+    from lfads_tools.demo import synthetic_model_trained_params
+
+    model = synthetic_model_trained_params(["a.h5", "b.h5"], [5, 6], RunParams())
+    model.save(tmp_path / "m.h5", metadata={"description": "lfads"})
+    assert lds.native.is_native_file(tmp_path / "m.h5")
+    assert ModelTrainedParams.load(tmp_path / "m.h5") == model  # its load dispatches on the content
+    assert lds.load_params(tmp_path / "m.h5") == model  # class found from the file (lfads_tools module)
+    assert read_info(tmp_path / "m.h5").module == "lfads_tools.model_trained_params"
+    model.to_npz(tmp_path / "m.npz")
+    assert ModelTrainedParams.from_npz(tmp_path / "m.npz") == model
