@@ -363,13 +363,16 @@ def fit_em(y, params: KalmanParams | None = None, num_states: int | None = None,
     log_likelihoods: list[float] = [] if restored is None else restored.log_likelihoods
     start = 0 if restored is None else restored.iteration
     termination, previous, num_updates, data_sums = "max_iter", None, start, {}
-    bar = tqdm(total=int(max_iter), initial=start, desc="EM", unit="it", disable=not progress, leave=False)
+    # No tqdm object at all without a bar: tqdm takes a process-shared lock even when disabled,
+    # and a forked or killed worker that holds it would hang its parent.
+    bar = tqdm(total=int(max_iter), initial=start, desc="EM", unit="it", leave=False) if progress else None
     for iteration in range(start, int(max_iter)):
         stats = expected_statistics(params, data, method, data_sums)
         if len(log_likelihoods) == iteration:  # a resumed iteration has its entry already
             log_likelihoods.append(float(stats.log_likelihood))
-        bar.update(1)
-        bar.set_postfix(log_likelihood=f"{log_likelihoods[-1]:.6g}")
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(log_likelihood=f"{log_likelihoods[-1]:.6g}")
         if iteration > 0:
             change, roundoff = _likelihood_change(log_likelihoods[-2], log_likelihoods[-1], params.dtype)
             if change < -roundoff:
@@ -388,7 +391,8 @@ def fit_em(y, params: KalmanParams | None = None, num_states: int | None = None,
         previous = params
         params = m_step(params, stats, est)
         num_updates += 1
-    bar.close()
+    if bar is not None:
+        bar.close()
     history = torch.tensor(log_likelihoods, dtype=torch.float64)
     return EMResult(params, history, termination == "converged", num_updates, termination)
 

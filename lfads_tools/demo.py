@@ -20,7 +20,16 @@ from pathlib import Path
 import numpy as np
 
 import lds
+from lds.containers import evaluate_shape
+from lds.errors import OptionalDependencyError, OverwriteError
 from lds.fileio import atomic_write_bytes
+
+from .datasets import DatasetCollection
+from .inspection import open_path
+from .model_trained_params import ModelTrainedParams
+from .report import write_report
+from .run_collection import RunCollection, RunSpec
+from .run_params import RunParams
 
 __all__ = ["run_demo", "build_demo_collection", "synthetic_model_trained_params", "write_fit_log"]
 
@@ -55,10 +64,6 @@ def synthetic_model_trained_params(dataset_names, num_channels, run_params, seed
     Shape symbols that name a hyperparameter (``c_gen_dim``, ...) take its value in
     ``run_params``; the remaining one is the dataset's channel count.
     """
-    from lds.containers import evaluate_shape
-
-    from lfads_tools import ModelTrainedParams  # issue 4's public name
-
     rng = np.random.default_rng(seed)
     symbols = {node.id for spec in ModelTrainedParams.FIELDS for axis in spec.shape
                for node in ast.walk(ast.parse(axis, mode="eval")) if isinstance(node, ast.Name)}
@@ -76,19 +81,8 @@ def synthetic_model_trained_params(dataset_names, num_channels, run_params, seed
     return ModelTrainedParams.from_dict({**fields, "dataset_names": list(dataset_names)})
 
 
-def _has_model_trained_params() -> bool:
-    """False until ``lfads_tools.ModelTrainedParams`` lands (the LFADS steps are skipped then)."""
-    import lfads_tools
-
-    return hasattr(lfads_tools, "ModelTrainedParams")
-
-
 def build_demo_collection(folder, seed: int = 0, progress: bool = False):
     """Datasets, a prepared run collection and the LFADS output files of its first parameter set."""
-    from .datasets import DatasetCollection
-    from .run_collection import RunCollection, RunSpec
-    from .run_params import RunParams
-
     folder = Path(folder)
     spikes = lds.lorenz_spikes((12, 16), trials_per_session=8, num_steps=25, seed=seed)
     (folder / "datasets").mkdir(parents=True, exist_ok=True)
@@ -102,7 +96,7 @@ def build_demo_collection(folder, seed: int = 0, progress: bool = False):
                             + [RunSpec("all", datasets.names, datasets)])
     collection.add_params(RunParams(**DEMO_PARAMS).sweep(c_gen_dim=[12, 16]))
     collection.prepare_folders(progress=progress)
-    for spec_index, run in enumerate(collection.find_runs(None, 0) if _has_model_trained_params() else []):
+    for spec_index, run in enumerate(collection.find_runs(None, 0)):
         model = synthetic_model_trained_params(run.dataset_names, [ds.n_channels for ds in run.datasets],
                                                run.params, seed=seed + spec_index)
         model.save_tf_model_params(run.file_model_params)
@@ -112,14 +106,9 @@ def build_demo_collection(folder, seed: int = 0, progress: bool = False):
 
 def run_demo(out=None, seed: int = 0) -> Path:
     """Run every step of the module docstring, printing what a new user should see."""
-    from .report import write_report
-    from .run_collection import RunCollection
-
     out = Path(out) if out is not None else Path(tempfile.mkdtemp(prefix="lfads-tools-demo-"))
     out.mkdir(parents=True, exist_ok=True)
     if any(out.iterdir()):
-        from lds.errors import OverwriteError
-
         raise OverwriteError(f"{out} is not empty; give the demo a new or empty folder")
     print(f"lfads-tools demo (seed {seed}); files go to {out}")
 
@@ -152,22 +141,20 @@ def run_demo(out=None, seed: int = 0) -> Path:
     differences = lds.KalmanParams.load_bonsai(bonsai).differences(kalman.session(first))
     print(f"Bonsai folder {bonsai} (session {first} only): fields that differ after reloading: {differences} "
           "(Bonsai stores an absent state offset as zeros)")
-    if _has_model_trained_params():
-        from lfads_tools import ModelTrainedParams  # issue 4's public name
-
-        model = run.load_model_trained_params()
-        print(model)
-        print(model.summary())
-        exported = model.save_tf_model_params(out / "exported" / "model_params")
-        print(f"TF model_params {exported}: reloads equal: {ModelTrainedParams.load(exported).allclose(model)}")
+    model = run.load_model_trained_params()
+    print(model)
+    print(model.summary())
+    exported = model.save_tf_model_params(out / "exported" / "model_params")
+    print(f"TF model_params {exported}: reloads equal: {ModelTrainedParams.load(exported).allclose(model)}")
 
     _section("7. HTML report")
-    from .inspection import open_path
-
-    opened = open_path(run.path)
-    report = write_report(opened.params, out / "report_all.html", title=f"run {run.name} ({run.params_string})",
-                          source=str(run.path), curves=opened.curves)
-    print(f"wrote {report}")
+    try:
+        opened = open_path(run.path)
+        report = write_report(opened.params, out / "report_all.html", title=f"run {run.name} ({run.params_string})",
+                              source=str(run.path), curves=opened.curves)
+        print(f"wrote {report}")
+    except OptionalDependencyError as exc:
+        print(f"skipped: {exc}")
     print("\nNext, try:\n"
           f"  lfads-tools runs {out / 'runs'} demo\n"
           f"  lfads-tools inspect {run.file_model_params}\n"
