@@ -37,7 +37,7 @@ from tqdm.auto import tqdm
 from .containers import DatasetList
 from .checkpoint import EMCheckpoints, data_fingerprint
 from .errors import LikelihoodDecreaseWarning, UnknownParameterError, ValidationError
-from .fast import SessionKernel, data_moments, split_trials
+from .fast import SessionKernel, data_moments, padded_batch, split_trials
 from .kalman import SessionModel, _check_method, cholesky, filter_trial, session_models, smooth_trial, symmetrize
 from .observations import prepare
 from .params import KalmanParams
@@ -124,7 +124,7 @@ def expected_statistics(params: KalmanParams, data, method: str = "auto",
     of trials without missing data on the fast path (:mod:`lds.fast`), ``"plain"``
     filters and smooths every trial with the reference loops. ``data_sums``: a dict in
     which the fast path keeps sums of the data alone (``Σ y yᵀ``) between calls on the
-    same prepared data, as :func:`fit_em` does.
+    same prepared data, as :func:`fit_em` does (with the padded batches of the data).
     """
     _check_method(method)
     params, obs = prepare(params, data)
@@ -140,22 +140,23 @@ def expected_statistics(params: KalmanParams, data, method: str = "auto",
     if method == "auto":
         groups, plain = split_trials(obs.trials, obs.sessions)
         kernels = {}
-        for s, T, indices in groups:
+        for s, indices in groups:
             kernel = kernels[s] = kernels.get(s) or SessionKernel(models[s])
-            Y = obs.trials[indices[0]][None] if len(indices) == 1 else torch.stack([obs.trials[i] for i in indices])
-            key = (s, T, tuple(indices))
+            key = (s, tuple(indices))
             if data_sums is None or key not in data_sums:
-                sums = data_moments(Y)
+                Y, lengths = padded_batch(obs.trials, indices)
+                batch = (Y, lengths, data_moments(Y))
                 if data_sums is not None:
-                    data_sums[key] = sums
-            moments = kernel.moments(Y, data_sums[key] if data_sums is not None else sums)
+                    data_sums[key] = batch
+            Y, lengths, sums = data_sums[key] if data_sums is not None else batch
+            moments = kernel.moments(Y, lengths, sums)
             log_likelihood = log_likelihood + moments["log_likelihood"].sum()
             for key in totals:
                 totals[key] += moments[key]
             for j, i in enumerate(indices):
                 initial_means[i] = moments["initial_means"][j]
             session = sessions[s]
-            session.num_steps += len(indices) * T
+            session.num_steps += sum(obs.trials[i].shape[0] for i in indices)
             for key in ("sum_y", "sum_yy", "sum_yx", "sum_x", "sum_xx"):
                 setattr(session, key, getattr(session, key) + moments[key])
     for i in plain:

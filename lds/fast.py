@@ -16,7 +16,13 @@ observation); same results up to round-off. What makes it fast, all of it exact:
   log-depth scan (:func:`linear_scan`); only the transient before the steady state
   is a time loop (over all trials together);
 - the EM moments are sums over time written as matrix products; nothing of size
-  T×N×N or T×K×K×K is allocated (T×K×K is).
+  T×N×N or T×K×K×K is allocated (T×K×K is);
+- trials of unequal length are padded with zeros into one batch (:func:`split_trials`
+  keeps the padding under a quarter of the data) and masked: the filter is causal, so
+  padding after a trial's end changes nothing before it, and the smoother's backward
+  recursions start at each trial's own end. The smoothed covariances depend only on a
+  trial's length; long trials share one computed run (front, steady part, back), the
+  short ones are computed together, one batched step per time step.
 
 Missing data (NaN) makes the covariances data-dependent: such trials go through the
 plain path (:mod:`lds.kalman`), which :func:`split_trials` arranges.
@@ -25,14 +31,15 @@ plain path (:mod:`lds.kalman`), which :func:`split_trials` arranges.
 from __future__ import annotations
 
 import math
+from collections import Counter
 from dataclasses import dataclass
 
 import torch
 
 from .errors import NotPositiveDefiniteError
 
-__all__ = ["SessionKernel", "Convergence", "split_trials", "linear_scan", "covariances", "smoothed_covariances",
-           "data_moments"]
+__all__ = ["SessionKernel", "Convergence", "split_trials", "padded_batch", "linear_scan", "covariances",
+           "smoothed_covariances", "data_moments"]
 
 _LOG_2PI = math.log(2.0 * math.pi)
 
@@ -110,58 +117,73 @@ class _Riccati:
 
 @dataclass
 class _Piecewise:
-    """A ``[T, K, K]`` sequence stored as ``front`` entries, a ``constant (value, count)`` run, ``back`` entries."""
+    """A ``[T, K, K]`` sequence stored as ``front [f, K, K]``, a ``constant (value, count)`` run, ``back [b, K, K]``."""
 
-    front: list
+    front: torch.Tensor
     constant: tuple | None
-    back: list
+    back: torch.Tensor
 
     def __len__(self) -> int:
-        return len(self.front) + (self.constant[1] if self.constant else 0) + len(self.back)
+        return self.front.shape[0] + (self.constant[1] if self.constant else 0) + self.back.shape[0]
 
     def at(self, t: int) -> torch.Tensor:
-        if t < len(self.front):
+        if t < self.front.shape[0]:
             return self.front[t]
-        if self.constant and t < len(self.front) + self.constant[1]:
+        if self.constant and t < self.front.shape[0] + self.constant[1]:
             return self.constant[0]
-        return self.back[t - len(self) + len(self.back)]
+        return self.back[t - len(self) + self.back.shape[0]]
 
     def dense(self, stop: int | None = None) -> torch.Tensor:
         """Entries ``0 .. stop-1`` (all by default) as one tensor."""
         stop = len(self) if stop is None else stop
-        parts = self.front[:stop]
-        if self.constant and stop > len(self.front):
+        parts = [self.front[:stop]]
+        if self.constant and stop > self.front.shape[0]:
             value, count = self.constant
-            parts = parts + [value.expand(min(count, stop - len(self.front)), -1, -1)]
-        parts = [p[None] if p.dim() == 2 else p for p in parts]
-        rest = stop - len(self.front) - (self.constant[1] if self.constant else 0)
+            parts.append(value.expand(min(count, stop - self.front.shape[0]), -1, -1))
+        rest = stop - len(self) + self.back.shape[0]
         if rest > 0:
-            parts.append(torch.stack(self.back[:rest]))
+            parts.append(self.back[:rest])
         return torch.cat(parts)
 
     def sum(self) -> torch.Tensor:
-        total = sum(self.front) + sum(self.back)
+        total = self.front.sum(0) + self.back.sum(0)
         return total + self.constant[1] * self.constant[0] if self.constant else total
 
+    def with_length(self, T: int) -> "_Piecewise | None":
+        """The same run for a trial of length ``T`` (the steady part shortened or lengthened), or
+        None when ``T`` is too short to keep a steady part."""
+        if self.constant is None:
+            return None
+        count = T - self.front.shape[0] - self.back.shape[0]
+        return _Piecewise(self.front, (self.constant[0], count), self.back) if count >= 1 else None
 
-def smoothed_covariances(out: dict) -> tuple:
-    """Dense smoothed and lag-one covariances ``[T, K, K]`` from :meth:`SessionKernel.smooth` output."""
-    smoothed = out["covariances"].dense()
+
+@dataclass
+class _Smoothed:
+    """The smoother's covariances of a trial of one length, and its smoothed prior covariance."""
+
+    covariances: _Piecewise
+    initial_covariance: torch.Tensor
+
+
+def smoothed_covariances(out: dict, T: int) -> tuple:
+    """Dense smoothed and lag-one covariances ``[T, K, K]`` of a trial of length ``T`` from
+    :meth:`SessionKernel.smooth` output."""
+    smoothed = out["covariances"][T].covariances.dense()
     gains = out["gains"]
-    T, g = smoothed.shape[0], gains.shape[0]
-    full_gains = gains if g >= T - 1 else torch.cat([gains, gains[-1:].expand(T - 1 - g, -1, -1)])
+    g = gains.shape[0]
+    full_gains = gains[:T - 1] if g >= T - 1 else torch.cat([gains, gains[-1:].expand(T - 1 - g, -1, -1)])
     lag_one = torch.empty_like(smoothed)
-    lag_one[1:] = smoothed[1:] @ full_gains[:T - 1].transpose(-1, -2)
+    lag_one[1:] = smoothed[1:] @ full_gains.transpose(-1, -2)
     lag_one[0] = smoothed[0] @ out["initial_gain"].T
     return smoothed, lag_one
 
 
-def _lag_one_sum(out: dict) -> torch.Tensor:
-    """``Σ_t Cov(x_t, x_{t-1} | y)`` without the dense sequence: ``Σ_t P_{t|T} G_{t-1}ᵀ``."""
-    smoothed, gains = out["covariances"], out["gains"]
+def _lag_one_sum(smoothed: _Piecewise, gains: torch.Tensor, initial_gain: torch.Tensor) -> torch.Tensor:
+    """``Σ_t Cov(x_t, x_{t-1} | y)`` of one trial without the dense sequence: ``Σ_t P_{t|T} G_{t-1}ᵀ``."""
     T, g = len(smoothed), gains.shape[0]
     head = smoothed.dense(min(g, T - 1) + 1)  # t = 0 .. g: each with its own gain
-    total = smoothed.at(0) @ out["initial_gain"].T + (head[1:] @ gains[:head.shape[0] - 1].transpose(-1, -2)).sum(0)
+    total = smoothed.at(0) @ initial_gain.T + (head[1:] @ gains[:head.shape[0] - 1].transpose(-1, -2)).sum(0)
     if T - 1 > g:  # t = g+1 .. T-1 share the last gain
         total = total + (smoothed.sum() - head.sum(0)) @ gains[-1].T
     return total
@@ -171,7 +193,8 @@ class SessionKernel:
     """The fast path for one session's model: filter, smoother and EM moments of complete trials.
 
     ``model`` is a :class:`lds.kalman.SessionModel`. The covariance recursion is
-    computed once (for the longest trial asked for) and shared by all calls.
+    computed once (for the longest trial asked for) and shared by all calls. Trials
+    come as a zero-padded batch ``Y [B, T, N]`` with their ``lengths`` (None: all ``T``).
     """
 
     def __init__(self, model):
@@ -199,6 +222,7 @@ class SessionKernel:
         self.J = _sym(C.T @ self.W)
         self.num_observations = N
         self._riccati = None
+        self._smoothed = {}  # trial length -> _Smoothed
 
     # ---- covariances (data independent) -----------------------------------------
     def whitening_matrix(self) -> torch.Tensor:
@@ -229,14 +253,16 @@ class SessionKernel:
             P = new_P
         _check_factor(torch.stack(infos), "the predicted covariance (check process_noise_covariance)")
         self._riccati = _Riccati(torch.stack(predicted), torch.stack(filtered), torch.stack(log_dets), steady)
+        self._smoothed = {}
         return self._riccati
 
     # ---- filter -----------------------------------------------------------------
-    def filter(self, Y: torch.Tensor, data_sums: tuple | None = None) -> dict:
+    def filter(self, Y: torch.Tensor, lengths: list | None = None, data_sums: tuple | None = None) -> dict:
         """Filter the trials ``Y [B, T, N]`` (no NaN); covariances are shared by the trials.
 
-        Returns ``means``/``predicted_means`` ``[B, T, K]``, ``log_likelihood [B]`` (float64)
-        and the covariances as ``riccati`` (see :func:`covariances`).
+        Returns ``means``/``predicted_means`` ``[B, T, K]`` (meaningless after a trial's
+        end), ``log_likelihood [B]`` (float64) and the covariances as ``riccati`` (see
+        :func:`covariances`).
         """
         m = self.model
         B, T, _ = Y.shape
@@ -259,27 +285,31 @@ class SessionKernel:
         predicted_means = torch.empty_like(means)
         predicted_means[:, 0] = m.A @ m.m0 + m.b
         predicted_means[:, 1:] = means[:, :-1] @ m.A.T + m.b
-        log_likelihood = self._log_likelihood(Y, H, means, predicted_means, ric, T, data_sums)
+        mask = _mask(lengths, T, Y.device)
+        log_likelihood = self._log_likelihood(Y, H, means, predicted_means, ric, lengths or [T] * B, mask,
+                                              data_sums)
         return dict(means=means, predicted_means=predicted_means, riccati=ric, log_likelihood=log_likelihood)
 
-    def _log_likelihood(self, Y, H, means, predicted_means, ric, T, data_sums=None) -> torch.Tensor:
+    def _log_likelihood(self, Y, H, means, predicted_means, ric, lengths, mask, data_sums=None) -> torch.Tensor:
         """``Σ_t log N(y_t; C x_{t|t-1} + d, S_t)`` per trial (0-dim total over the trials when
         ``data_sums`` are given and safe to use, see :meth:`_quadratic_from_sums`).
 
         ``eᵀ S⁻¹ e = |R^{-1/2} e|² - rᵀ P r`` with ``r = Cᵀ R⁻¹ e``, ``P r = x_{t|t} - x_{t|t-1}``
-        (Woodbury) and ``log|S| = log|R| + log|I + Lᵀ J L|``.
+        (Woodbury) and ``log|S| = log|R| + log|I + Lᵀ J L|``. ``mask [B, T, 1]`` (None when
+        no trial is padded) leaves out the steps after each trial's end.
         """
-        quadratic = None if data_sums is None else self._quadratic_from_sums(Y, predicted_means, data_sums)
+        if mask is not None:
+            predicted_means = predicted_means * mask
+        quadratic = None if data_sums is None else self._quadratic_from_sums(Y, predicted_means, data_sums, lengths)
         if quadratic is None:
-            quadratic = self._quadratic(Y, predicted_means)
+            quadratic = self._quadratic(Y, predicted_means, mask)
         r = H - predicted_means @ self.J
-        correction = (r * (means - predicted_means)).sum((-1, -2))
+        step = means - predicted_means
+        correction = (r * (step if mask is None else step * mask)).sum((-1, -2))
         quadratic = quadratic - (correction.sum() if quadratic.dim() == 0 else correction)
-        log_dets = ric.log_det_gain[:T].sum()
-        if T > ric.length:
-            log_dets = log_dets + (T - ric.length) * ric.log_det_gain[-1]
-        N, trials = self.num_observations, (Y.shape[0] if quadratic.dim() == 0 else 1)
-        total = -0.5 * (T * (N * _LOG_2PI + self.log_det_R) + log_dets) * trials - 0.5 * quadratic
+        steps = torch.tensor(lengths, device=Y.device)
+        constant = steps * (self.num_observations * _LOG_2PI + self.log_det_R) + _log_det_sums(ric, steps)
+        total = -0.5 * (constant.sum() if quadratic.dim() == 0 else constant) - 0.5 * quadratic
         return total.to(torch.float64)
 
     def _weighted_trace(self, scatter: torch.Tensor) -> torch.Tensor:
@@ -288,24 +318,27 @@ class SessionKernel:
             return (torch.diagonal(scatter, dim1=-2, dim2=-1) * self._inv_std.square()).sum(-1)
         return (scatter * self._inv_R).sum((-1, -2))
 
-    def _quadratic(self, Y, predicted_means) -> torch.Tensor:
+    def _quadratic(self, Y, predicted_means, mask) -> torch.Tensor:
         """``Σ_t eᵀ R⁻¹ e`` per trial from the innovations ``e = y - C x_{t|t-1} - d``."""
         m, (B, _, N) = self.model, Y.shape
         innovations = torch.addmm(Y.reshape(-1, N), predicted_means.reshape(-1, m.C.shape[1]), m.C.T, alpha=-1)
         innovations = innovations.sub_(m.d).reshape(B, -1, N)
+        if mask is not None:
+            innovations.mul_(mask)
         if self._inv_std is not None:  # diagonal R: scale in place, then one dot product per trial
             whitened = innovations.mul_(self._inv_std).reshape(B, 1, -1)
             return (whitened @ whitened.transpose(-1, -2)).reshape(B)
         # full R: Σ eᵀ R⁻¹ e = tr(R⁻¹ Σ e eᵀ), an N×N product instead of a T×N one
         return self._weighted_trace(innovations.transpose(-1, -2) @ innovations)
 
-    def _quadratic_from_sums(self, Y, predicted_means, data_sums):
+    def _quadratic_from_sums(self, Y, predicted_means, data_sums, lengths):
         """The total of :meth:`_quadratic` over the trials from the data's own sums (Σ y, Σ y yᵀ, kept
         between EM iterations) and O(T·N·K) products; None when cancellation could cost more than
         2 digits (the data's own term exceeds the result 100-fold), which keeps the error far below
-        the round-off level at which :func:`lds.fit_em` judges a likelihood decrease."""
+        the round-off level at which :func:`lds.fit_em` judges a likelihood decrease.
+        ``predicted_means`` are zero after each trial's end, as ``Y`` is."""
         m, N = self.model, Y.shape[-1]
-        count = Y.shape[0] * Y.shape[1]
+        count = sum(lengths)
         sum_y, sum_yy = data_sums
         p = predicted_means.reshape(-1, m.C.shape[1])
         sum_p = p.sum(0)
@@ -319,22 +352,32 @@ class SessionKernel:
         return quadratic
 
     # ---- smoother ---------------------------------------------------------------
-    def _smoother_covariances(self, T: int):
-        """Smoother gains (compact: entry ``min(t, g-1)`` is ``G_t``), smoothed covariances
-        (a :class:`_Piecewise`), the prior's gain and the filter's transient length ``n``.
+    def _smoother_gains(self, T: int):
+        """Smoother gains (compact: entry ``min(t, g-1)`` is ``G_t``), the prior's gain and the
+        filter's transient length ``n`` for trials of up to ``T`` steps.
 
-        ``G_t = P_t Aᵀ P_pred_{t+1}⁻¹`` is time-varying for ``t < n-1`` and constant after;
-        the backward covariance recursion starts at the steady state and is run until it
-        converges too, then until the filter's transient.
+        ``G_t = P_t Aᵀ P_pred_{t+1}⁻¹`` does not depend on the trial's length; it is
+        time-varying for ``t < n-1`` and constant after.
         """
         m, ric = self.model, self.riccati(T)
-        n, last = min(ric.length, T), ric.length - 1
-        filtered = lambda t: ric.filtered[min(t, last)]  # noqa: E731
-        predicted = lambda t: ric.predicted[min(t, last)]  # noqa: E731
+        n = min(ric.length, T)
         g = max(min(n, T - 1), 1)
         factors, info = torch.linalg.cholesky_ex(ric.expanded(ric.predicted, g + 1)[1:])
         _check_factor(info, "the predicted covariance")
         gains = torch.cholesky_solve(m.A @ ric.expanded(ric.filtered, g), factors).transpose(-1, -2)
+        factor, info = torch.linalg.cholesky_ex(ric.predicted[0])
+        _check_factor(info, "the predicted covariance at time 0")
+        initial_gain = torch.cholesky_solve(m.A @ m.V0, factor).T
+        return gains, initial_gain, n
+
+    def _backward_run(self, T: int, gains: torch.Tensor) -> _Piecewise:
+        """Smoothed covariances ``P_{t|T}`` of one trial of length ``T``: the backward recursion
+        starts at the steady state and runs until it converges too, then until the filter's
+        transient."""
+        ric, m = self._riccati, self.model
+        n, last, g = min(ric.length, T), ric.length - 1, gains.shape[0]
+        filtered = lambda t: ric.filtered[min(t, last)]  # noqa: E731
+        predicted = lambda t: ric.predicted[min(t, last)]  # noqa: E731
         back, front, constant = [filtered(T - 1)], [], None
         convergence, t, previous = Convergence(m.A.dtype), T - 2, back[0]
         while t >= 0:
@@ -346,67 +389,143 @@ class SessionKernel:
                 continue
             (back if constant is None else front).append(value)
             t -= 1
-        factor, info = torch.linalg.cholesky_ex(predicted(0))
-        _check_factor(info, "the predicted covariance at time 0")
-        initial_gain = torch.cholesky_solve(m.A @ m.V0, factor).T
-        smoothed = _Piecewise(front[::-1], constant, back[::-1])
-        return gains, smoothed, initial_gain, n
+        return _Piecewise(self._stacked(front[::-1]), constant, self._stacked(back[::-1]))
 
-    def smooth(self, Y: torch.Tensor, data_sums: tuple | None = None) -> dict:
+    def _stacked(self, values: list) -> torch.Tensor:
+        return torch.stack(values) if values else self.eye.new_zeros(0, *self.eye.shape)
+
+    def _short_runs(self, lengths: list, gains: torch.Tensor) -> list:
+        """:meth:`_backward_run` for several short lengths at once: one batched step per time step."""
+        ric = self._riccati
+        steps = torch.tensor(lengths, device=gains.device)
+        longest, t_all = max(lengths), torch.arange(max(lengths), device=gains.device)
+        filtered = ric.expanded(ric.filtered, longest)
+        predicted = ric.expanded(ric.predicted, longest + 1)
+        step_gains = gains[t_all.clamp(max=gains.shape[0] - 1)]
+        out = filtered.new_zeros(len(lengths), longest, *filtered.shape[1:])
+        rows = torch.arange(len(lengths), device=gains.device)
+        value = filtered[steps - 1]
+        out[rows, steps - 1] = value
+        for k in range(1, longest):
+            t = steps - 1 - k
+            active = t >= 0
+            t = t.clamp(min=0)
+            G = step_gains[t]
+            value = _sym(filtered[t] + G @ (value - predicted[t + 1]) @ G.transpose(-1, -2))  # rows are independent
+            out[rows[active], t[active]] = value[active]
+        empty = out[0, :0]
+        return [_Piecewise(out[i, :T], None, empty) for i, T in enumerate(lengths)]
+
+    def smoothed(self, lengths, gains: torch.Tensor, initial_gain: torch.Tensor) -> dict:
+        """:class:`_Smoothed` per distinct trial length (cached: they do not depend on the data).
+
+        The longest new length gets its own backward run; every length that the steady part
+        of a run covers reuses it, the others are computed together by :meth:`_short_runs`.
+        """
+        missing = sorted(set(lengths) - set(self._smoothed), reverse=True)
+        template = next((r.covariances for r in self._smoothed.values() if r.covariances.constant), None)
+        if missing and template is None:
+            template = self._backward_run(missing[0], gains)
+            self._smoothed[missing.pop(0)] = self._with_prior(template, initial_gain)
+        short = []
+        for T in missing:
+            run = template.with_length(T)
+            if run is None:
+                short.append(T)
+            else:
+                self._smoothed[T] = self._with_prior(run, initial_gain)
+        if short:
+            for T, run in zip(short, self._short_runs(short, gains)):
+                self._smoothed[T] = self._with_prior(run, initial_gain)
+        return {T: self._smoothed[T] for T in set(lengths)}
+
+    def _with_prior(self, run: _Piecewise, initial_gain: torch.Tensor) -> _Smoothed:
+        m, P0 = self.model, self._riccati.predicted[0]
+        return _Smoothed(run, _sym(m.V0 + initial_gain @ (run.at(0) - P0) @ initial_gain.T))
+
+    def smooth(self, Y: torch.Tensor, lengths: list | None = None, data_sums: tuple | None = None) -> dict:
         """RTS smoother of ``Y [B, T, N]`` (no NaN); the :meth:`filter` output under ``"filtered"``.
 
-        Adds ``means [B, T, K]``, ``initial_means [B, K]``, ``initial_covariance [K, K]``
-        (the smoothed prior state), the smoother ``gains`` (compact) and
-        ``covariances`` (a :class:`_Piecewise`; see :func:`smoothed_covariances`).
+        Adds ``means [B, T, K]`` (zero after each trial's end), ``initial_means [B, K]`` (the
+        smoothed prior states), the smoother ``gains`` (compact), ``initial_gain`` and
+        ``covariances``: a :class:`_Smoothed` per trial length (see :func:`smoothed_covariances`).
         """
         m = self.model
-        filt = self.filter(Y, data_sums)
+        filt = self.filter(Y, lengths, data_sums)
         B, T, _ = Y.shape
-        gains, smoothed, initial_gain, n = self._smoother_covariances(T)
+        gains, initial_gain, n = self._smoother_gains(T)
+        smoothed = self.smoothed(lengths or [T], gains, initial_gain)
         fm, pm = filt["means"], filt["predicted_means"]
+        ends = None if lengths is None else torch.tensor(lengths, device=Y.device)[:, None] - 1
         means = torch.empty_like(fm)
-        means[:, T - 1] = fm[:, T - 1]
-        start = max(n - 1, 0)
-        if start < T - 1:  # constant gain: backward linear recurrence
-            G = gains[-1]
-            u = fm[:, start:T - 1] - pm[:, start + 1:] @ G.T
-            u[:, -1] += fm[:, T - 1] @ G.T
-            means[:, start:T - 1] = linear_scan(G, u, reverse=True)
-        for t in range(min(start, T - 1) - 1, -1, -1):
-            means[:, t] = fm[:, t] + (means[:, t + 1] - pm[:, t + 1]) @ gains[t].T
+        start = max(n - 1, 0)  # the gains are constant from here on: backward linear recurrence
+        G = gains[-1]
+        u = fm[:, start:].clone()  # u_t = x_{t|t} - x_{t+1|t} Gᵀ before a trial's last step, x_{t|t} at it
+        u[:, :-1] -= pm[:, start + 1:] @ G.T
+        if ends is not None:
+            times = torch.arange(start, T, device=Y.device)
+            u = torch.where((times < ends)[..., None], u, torch.where((times == ends)[..., None], fm[:, start:], 0.0))
+        means[:, start:] = linear_scan(G, u, reverse=True)
+        for t in range(start - 1, -1, -1):
+            step = fm[:, t] + (means[:, t + 1] - pm[:, t + 1]) @ gains[t].T
+            if ends is not None:
+                step = torch.where(t < ends, step, torch.where(t == ends, fm[:, t], 0.0))
+            means[:, t] = step
         initial_means = m.m0 + (means[:, 0] - pm[:, 0]) @ initial_gain.T
-        P0 = filt["riccati"].predicted[0]
-        initial_covariance = _sym(m.V0 + initial_gain @ (smoothed.at(0) - P0) @ initial_gain.T)
         return dict(means=means, covariances=smoothed, gains=gains, initial_gain=initial_gain,
-                    initial_means=initial_means, initial_covariance=initial_covariance,
-                    log_likelihood=filt["log_likelihood"], filtered=filt)
+                    initial_means=initial_means, log_likelihood=filt["log_likelihood"], filtered=filt)
 
     # ---- EM moments -------------------------------------------------------------
-    def moments(self, Y: torch.Tensor, data_sums: tuple | None = None) -> dict:
+    def moments(self, Y: torch.Tensor, lengths: list | None = None, data_sums: tuple | None = None) -> dict:
         """The E-step sums of :class:`lds.em.SufficientStatistics` over the trials ``Y [B, T, N]``.
 
-        Sums over time are matrix products; the covariances, shared by the trials,
-        are summed once and weighted by ``B``. ``data_sums``: ``(Σ y, Σ y yᵀ)`` of ``Y``
-        when already known (they do not change between EM iterations).
+        Sums over time are matrix products; the covariances, shared by the trials of one
+        length, are summed once per length and weighted by its trial count. ``data_sums``:
+        ``(Σ y, Σ y yᵀ)`` of ``Y`` when already known (they do not change between EM
+        iterations).
         """
         if data_sums is None:
             data_sums = data_moments(Y)
-        s = self.smooth(Y, data_sums)
+        s = self.smooth(Y, lengths, data_sums)
         B, T, _ = Y.shape
         K = s["means"].shape[-1]
         x = s["means"].reshape(B * T, K)
-        x_prev = torch.cat([s["initial_means"][:, None], s["means"][:, :-1]], 1).reshape(B * T, K)
-        covariance_sum = s["covariances"].sum()
-        previous_sum = s["initial_covariance"] + covariance_sum - s["covariances"].at(T - 1)
+        x_prev = torch.cat([s["initial_means"][:, None], s["means"][:, :-1]], 1)
+        if lengths is not None:
+            x_prev = x_prev * _mask(lengths, T, Y.device)
+        x_prev = x_prev.reshape(B * T, K)
+        zeros = torch.zeros(K, K, dtype=Y.dtype, device=Y.device)
+        covariance_sum, previous_sum, lag_sum, initial_sum = zeros, zeros, zeros, zeros
+        for length, count in (Counter(lengths) if lengths is not None else {T: B}).items():
+            run = s["covariances"][length]
+            total = run.covariances.sum()
+            covariance_sum = covariance_sum + count * total
+            previous_sum = previous_sum + count * (run.initial_covariance + total - run.covariances.at(length - 1))
+            lag_sum = lag_sum + count * _lag_one_sum(run.covariances, s["gains"], s["initial_gain"])
+            initial_sum = initial_sum + count * run.initial_covariance
         flat_y = Y.reshape(B * T, -1)
-        sum_xx = B * covariance_sum + x.T @ x
         return dict(
             log_likelihood=s["log_likelihood"], initial_means=s["initial_means"],
-            sum_x=x.sum(0), sum_x_prev=x_prev.sum(0), sum_xx=sum_xx, sum_xx_prev=B * previous_sum + x_prev.T @ x_prev,
-            sum_xx_lag=B * _lag_one_sum(s) + x.T @ x_prev,
-            sum_initial_covariance=B * s["initial_covariance"],
+            sum_x=x.sum(0), sum_x_prev=x_prev.sum(0), sum_xx=covariance_sum + x.T @ x,
+            sum_xx_prev=previous_sum + x_prev.T @ x_prev, sum_xx_lag=lag_sum + x.T @ x_prev,
+            sum_initial_covariance=initial_sum,
             sum_y=data_sums[0], sum_yy=data_sums[1], sum_yx=flat_y.T @ x,
         )
+
+
+def _mask(lengths: list | None, T: int, device) -> torch.Tensor | None:
+    """``[B, T, 1]`` with 1 before each trial's end and 0 after (None when ``lengths`` is None)."""
+    if lengths is None:
+        return None
+    steps = torch.arange(T, device=device)
+    return (steps < torch.tensor(lengths, device=device)[:, None])[..., None]
+
+
+def _log_det_sums(ric: _Riccati, lengths: torch.Tensor) -> torch.Tensor:
+    """``Σ_{t < T_i} log|I + Lᵀ J L|`` for each trial length ``T_i``."""
+    cumulative = torch.cumsum(ric.log_det_gain, 0)
+    computed = lengths.clamp(max=ric.length)
+    return cumulative[computed - 1] + (lengths - computed) * ric.log_det_gain[-1]
 
 
 def data_moments(Y: torch.Tensor) -> tuple:
@@ -420,12 +539,41 @@ def covariances(riccati: _Riccati, T: int) -> tuple:
     return riccati.expanded(riccati.filtered, T), riccati.expanded(riccati.predicted, T)
 
 
-def split_trials(trials, sessions):
-    """Groups ``[(session, length, [trial indices])]`` of complete trials, and the indices of trials with NaN."""
-    groups, incomplete = {}, []
+def split_trials(trials, sessions, max_padding: float = 0.25):
+    """Batches ``[(session, [trial indices])]`` of complete trials, and the indices of trials with NaN.
+
+    The trials of a session are sorted by length (longest first) and cut into batches whose
+    zero padding (to the batch's longest trial) stays below ``max_padding`` of their data.
+    """
+    by_session, incomplete = {}, []
     for i, (y, s) in enumerate(zip(trials, sessions)):
         if not bool(torch.isfinite(y.sum())):  # y has no inf (checked), so NaN (or a sum overflow)
             incomplete.append(i)
         else:
-            groups.setdefault((s, y.shape[0]), []).append(i)
-    return [(s, T, idx) for (s, T), idx in groups.items()], incomplete
+            by_session.setdefault(s, []).append(i)
+    groups = []
+    for s, indices in by_session.items():
+        batch, steps = [], 0
+        for i in sorted(indices, key=lambda i: -trials[i].shape[0]):
+            T = trials[i].shape[0]
+            if batch and (len(batch) + 1) * trials[batch[0]].shape[0] > (1 + max_padding) * (steps + T):
+                groups.append((s, batch))
+                batch, steps = [], 0
+            batch.append(i)
+            steps += T
+        groups.append((s, batch))
+    return groups, incomplete
+
+
+def padded_batch(trials, indices) -> tuple:
+    """``Y [B, T, N]`` of the trials ``indices`` (zeros after each one's end) and their lengths
+    (None when all have the same length)."""
+    lengths = [trials[i].shape[0] for i in indices]
+    if len(set(lengths)) == 1:
+        Y = trials[indices[0]][None] if len(indices) == 1 else torch.stack([trials[i] for i in indices])
+        return Y, None
+    first = trials[indices[0]]
+    Y = first.new_zeros(len(indices), max(lengths), first.shape[1])
+    for j, i in enumerate(indices):
+        Y[j, :lengths[j]] = trials[i]
+    return Y, lengths

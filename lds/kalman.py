@@ -26,7 +26,7 @@ from typing import NamedTuple
 import torch
 
 from .errors import NotPositiveDefiniteError, ValidationError
-from .fast import SessionKernel, covariances, smoothed_covariances, split_trials
+from .fast import SessionKernel, covariances, padded_batch, smoothed_covariances, split_trials
 from .observations import prepare
 from .params import KalmanParams
 from .results import ResultDisplay, stack_results
@@ -221,15 +221,17 @@ def _run(params: KalmanParams, y, method: str, smooth: bool):
     if method == "auto":
         groups, plain = split_trials(obs.trials, obs.sessions)
         kernels, kinds = {}, [kind for kind, count in obs.layouts for _ in range(count)]
-        for s, _, indices in groups:
+        for s, indices in groups:
             kernel = kernels[s] = kernels.get(s) or SessionKernel(models[s])
-            Y = obs.trials[indices[0]][None] if len(indices) == 1 else torch.stack([obs.trials[i] for i in indices])
-            out = kernel.smooth(Y) if smooth else kernel.filter(Y)
-            covs = covariances((out["filtered"] if smooth else out)["riccati"], Y.shape[1])
-            if smooth:
-                covs = covs + smoothed_covariances(out)
+            Y, lengths = padded_batch(obs.trials, indices)
+            out = kernel.smooth(Y, lengths) if smooth else kernel.filter(Y, lengths)
+            riccati = (out["filtered"] if smooth else out)["riccati"]
+            by_length = {}
             for j, i in enumerate(indices):  # batch results are stacked (copied) anyway; list items get their own
-                results[i] = _fast_result(out, covs, j, len(indices) > 1 and kinds[i] == "list", smooth)
+                T = obs.trials[i].shape[0]
+                if T not in by_length:
+                    by_length[T] = covariances(riccati, T) + (smoothed_covariances(out, T) if smooth else ())
+                results[i] = _fast_result(out, by_length[T], j, T, len(indices) > 1 and kinds[i] == "list", smooth)
     for i in plain:
         label = _trial_label(obs, i)
         s = obs.sessions[i]
@@ -238,19 +240,19 @@ def _run(params: KalmanParams, y, method: str, smooth: bool):
     return obs, results
 
 
-def _fast_result(out: dict, covs: tuple, j: int, copy: bool, smooth: bool):
-    """Trial ``j`` of a fast-path group as a plain result (shared covariances copied when ``copy``)."""
+def _fast_result(out: dict, covs: tuple, j: int, T: int, copy: bool, smooth: bool):
+    """Trial ``j`` (of length ``T``) of a fast-path batch as a plain result (shared covariances
+    copied when ``copy``)."""
     own = (lambda t: t.clone()) if copy else (lambda t: t)  # noqa: E731
     f = out["filtered"] if smooth else out
     filtered_covs, predicted_covs, *smoothed_covs = covs
-    filtered = FilterResult(f["means"][j], own(filtered_covs), f["predicted_means"][j], own(predicted_covs),
+    filtered = FilterResult(f["means"][j, :T], own(filtered_covs), f["predicted_means"][j, :T], own(predicted_covs),
                             f["log_likelihood"][j])
     if not smooth:
         return filtered
     smoothed, lag_one = smoothed_covs
-    return SmootherResult(out["means"][j], own(smoothed), own(lag_one),
-                          out["initial_means"][j], own(out["initial_covariance"]), filtered.log_likelihood,
-                          filtered)
+    return SmootherResult(out["means"][j, :T], own(smoothed), own(lag_one), out["initial_means"][j],
+                          own(out["covariances"][T].initial_covariance), filtered.log_likelihood, filtered)
 
 
 def kalman_filter(params: KalmanParams, y, *, method: str = "auto"):

@@ -7,7 +7,7 @@ from hypothesis import given, settings, strategies as st
 
 import lds
 import oracle_numpy as oracle
-from lds.fast import SessionKernel, linear_scan
+from lds.fast import SessionKernel, linear_scan, padded_batch, smoothed_covariances, split_trials
 from lds.kalman import session_models
 from lds_threads import one_thread  # noqa: F401  (autouse fixture)
 
@@ -135,6 +135,80 @@ def test_batches_lists_missing_data_and_sessions_match_plain():
         for name in ("sum_y", "sum_yy", "sum_yx", "sum_x", "sum_xx"):
             assert_close(getattr(ours, name).numpy(), getattr(theirs, name).numpy(), name)
     assert float(stats.log_likelihood) == pytest.approx(float(reference.log_likelihood), rel=TOL)
+
+
+SMOOTHER_FIELDS = ("means", "covariances", "lag_one_covariances", "initial_mean", "initial_covariance")
+
+
+def assert_smoothers_close(fast, plain):
+    for name in SMOOTHER_FIELDS:
+        assert_close(getattr(fast, name).numpy(), getattr(plain, name).numpy(), name)
+    for name in ("means", "covariances", "predicted_means", "predicted_covariances"):
+        assert_close(getattr(fast.filtered, name).numpy(), getattr(plain.filtered, name).numpy(), f"filtered {name}")
+    assert float(fast.log_likelihood) == pytest.approx(float(plain.log_likelihood), rel=TOL)
+
+
+def assert_statistics_close(stats, reference):
+    for name in ("sum_x", "sum_x_prev", "sum_xx", "sum_xx_prev", "sum_xx_lag", "initial_means",
+                 "sum_initial_covariance"):
+        assert_close(getattr(stats, name).numpy(), getattr(reference, name).numpy(), name)
+    for ours, theirs in zip(stats.sessions, reference.sessions):
+        assert ours.num_steps == theirs.num_steps
+        for name in ("sum_y", "sum_yy", "sum_yx", "sum_x", "sum_xx"):
+            assert_close(getattr(ours, name).numpy(), getattr(theirs, name).numpy(), name)
+    assert float(stats.log_likelihood) == pytest.approx(float(reference.log_likelihood), rel=TOL)
+
+
+def test_one_padded_batch_of_unequal_trials_equals_each_trial_alone():
+    """Long trials (steady part shared), trials shorter than the filter's transient, and ones in between."""
+    p = rotation_system(0.95, noise=1e-2, r_scale=4.0, seed=6, offsets=True)
+    kernel = SessionKernel(session_models(p)[0])
+    lengths = [700, 500, 330, 200, 60, 7, 1]
+    trials = [lds.sample_lds(p, T, seed=T).observations for T in lengths]
+    Y, padded_lengths = padded_batch(trials, range(len(trials)))
+    assert padded_lengths == lengths and Y.shape == (7, 700, 3) and float(Y[6, 1:].abs().sum()) == 0.0
+    out = kernel.smooth(Y, lengths)
+    ric = kernel.riccati(700)
+    assert ric.steady and 60 < ric.length < 200  # trials on both sides of the transient
+    runs = out["covariances"]
+    assert runs[700].covariances.constant and runs[330].covariances.constant  # derived from one run
+    assert runs[200].covariances.constant is None  # no steady part: computed with the other short ones
+    moments = kernel.moments(Y, lengths)
+    for j, y in enumerate(trials):
+        plain = lds.kalman_smoother(p, y, method="plain")
+        T = lengths[j]
+        assert_close(out["means"][j, :T].numpy(), plain.means.numpy(), f"means, trial {j}")
+        assert float(out["means"][j, T:].abs().sum()) == 0.0
+        assert_close(smoothed_covariances(out, T)[0].numpy(), plain.covariances.numpy(), f"covariances, trial {j}")
+        assert_close(smoothed_covariances(out, T)[1].numpy(), plain.lag_one_covariances.numpy(), f"lag-one {j}")
+        assert_close(out["initial_means"][j].numpy(), plain.initial_mean.numpy(), f"initial mean, trial {j}")
+        assert float(out["log_likelihood"][j]) == pytest.approx(float(plain.log_likelihood), rel=TOL)
+    reference = lds.expected_statistics(p, trials, method="plain")
+    for name in ("sum_x", "sum_x_prev", "sum_xx", "sum_xx_prev", "sum_xx_lag", "sum_initial_covariance"):
+        assert_close(moments[name].numpy(), getattr(reference, name).numpy(), name)
+    assert float(moments["log_likelihood"].sum()) == pytest.approx(float(reference.log_likelihood), rel=TOL)
+
+
+def test_trials_are_batched_with_bounded_padding():
+    trials = [torch.zeros(T, 2) for T in (100, 95, 30, 90, 29, 5, 80)]
+    trials.append(torch.full((50, 2), float("nan")))
+    groups, incomplete = split_trials(trials, [0] * 7 + [1])
+    assert incomplete == [7]
+    assert groups == [(0, [0, 1, 3, 6]), (0, [2, 4]), (0, [5])]
+    for _, batch in groups:  # padding to the longest trial is at most a quarter of the data
+        steps = [trials[i].shape[0] for i in batch]
+        assert len(steps) * max(steps) <= 1.25 * sum(steps)
+
+
+@settings(max_examples=10, deadline=None)
+@given(K=st.integers(1, 3), N=st.integers(1, 5), lengths=st.lists(st.integers(1, 90), min_size=2, max_size=6),
+       seed=st.integers(0, 10_000), offsets=st.booleans())
+def test_lists_of_unequal_trials_match_plain(K, N, lengths, seed, offsets):
+    p = lds.random_stable_lds(K, N, offsets=offsets, seed=seed)
+    trials = [lds.sample_lds(p, T, seed=seed + i).observations for i, T in enumerate(lengths)]
+    for fast, plain in zip(lds.kalman_smoother(p, trials), lds.kalman_smoother(p, trials, method="plain")):
+        assert_smoothers_close(fast, plain)
+    assert_statistics_close(lds.expected_statistics(p, trials), lds.expected_statistics(p, trials, method="plain"))
 
 
 def test_em_matches_plain_em_and_the_oracle_step():
