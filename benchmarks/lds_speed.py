@@ -7,8 +7,8 @@ reference initialization, so R is a full matrix) for everybody:
 - T = 2,000: Kalman filter, RTS smoother, one EM iteration and one online step of
   ``lds`` against the plain ``lds`` path (method="plain", the in-library oracle),
   pykalman and dynamax (JAX on the CPU, jit-compiled once before timing);
-- our scaling at T = 10,000 and T = 100,000 (exponent of cost in T) and for a batch of
-  B = 100 trials of T = 140;
+- our scaling at T = 10,000 and T = 100,000 (exponent of cost in T), for a batch of
+  B = 100 trials of T = 140 and for a list of 100 trials of unequal length (100 to 180);
 - peak resident memory of one EM iteration at T = 100,000 (a fresh subprocess, peak
   RSS mark reset after making the data; it includes the data, the interpreter and the
   imported libraries).
@@ -268,18 +268,27 @@ def main():
         "smoother": lambda: lds.kalman_smoother(params, batch),
         "EM iteration": lambda: lds.fit_em(batch, params, max_iter=1, progress=False)}.items()}
     batch_plain = median(lambda: lds.kalman_filter(params, batch, method="plain"), 1, 0)
+    lengths = np.random.default_rng(6).integers(100, 181, 100)
+    unequal = [torch.from_numpy(observations(int(n), seed=100 + i)) for i, n in enumerate(lengths)]
+    unequal_times = {op: median(fn, repeats) for op, fn in {
+        "filter": lambda: lds.kalman_filter(params, unequal),
+        "smoother": lambda: lds.kalman_smoother(params, unequal),
+        "EM iteration": lambda: lds.fit_em(unequal, params, max_iter=1, progress=False)}.items()}
     print()
     print(tabulate(srows, headers=["lds (fast)", "T=2,000", "T=10,000", "T=100,000", "exponent (10k -> 100k)"]))
     print(f"T=10,000 from the reference start (diagonal R): filter {_fmt(diagonal['filter'])}, "
           f"EM iteration {_fmt(diagonal['EM iteration'])}")
     print(f"B=100 trials of T=140: filter {_fmt(batch_times['filter'])}, smoother {_fmt(batch_times['smoother'])}, "
           f"EM iteration {_fmt(batch_times['EM iteration'])} (plain filter {_fmt(batch_plain)})")
+    print(f"list of 100 trials of T=100..180 ({int(lengths.sum())} steps): filter {_fmt(unequal_times['filter'])}, "
+          f"smoother {_fmt(unequal_times['smoother'])}, EM iteration {_fmt(unequal_times['EM iteration'])}")
     peak, base = peak_memory_em(100000, args.threads)
     print(f"EM iteration at T=100,000: peak RSS {peak:.0f} MB (RSS just before EM, data included: {base:.0f} MB)")
     results.update(scaling={str(k): v for k, v in scaling.items()},
                    scaling_exponent={op: math.log(scaling[100000][op] / scaling[10000][op]) / math.log(10)
                                      for op in ("filter", "smoother", "EM iteration")},
-                   batch_100x140=dict(batch_times, plain_filter=batch_plain), diagonal_R_T10000=diagonal,
+                   batch_100x140=dict(batch_times, plain_filter=batch_plain), list_100_unequal=unequal_times,
+                   diagonal_R_T10000=diagonal,
                    em_T100000_peak_rss_mb=peak, em_T100000_baseline_rss_mb=base)
 
     import jax
