@@ -395,26 +395,24 @@ class SessionKernel:
         return torch.stack(values) if values else self.eye.new_zeros(0, *self.eye.shape)
 
     def _short_runs(self, lengths: list, gains: torch.Tensor) -> list:
-        """:meth:`_backward_run` for several short lengths at once: one batched step per time step."""
+        """:meth:`_backward_run` for several short lengths at once: one batched step per time step,
+        indexed by the distance from each trial's end (no masks, so no host reads on a GPU)."""
         ric = self._riccati
-        steps = torch.tensor(lengths, device=gains.device)
-        longest, t_all = max(lengths), torch.arange(max(lengths), device=gains.device)
+        ends = torch.tensor(lengths, device=gains.device) - 1
+        longest = max(lengths)
         filtered = ric.expanded(ric.filtered, longest)
         predicted = ric.expanded(ric.predicted, longest + 1)
-        step_gains = gains[t_all.clamp(max=gains.shape[0] - 1)]
-        out = filtered.new_zeros(len(lengths), longest, *filtered.shape[1:])
-        rows = torch.arange(len(lengths), device=gains.device)
-        value = filtered[steps - 1]
-        out[rows, steps - 1] = value
-        for k in range(1, longest):
-            t = steps - 1 - k
-            active = t >= 0
-            t = t.clamp(min=0)
+        step_gains = gains[torch.arange(longest, device=gains.device).clamp(max=gains.shape[0] - 1)]
+        value = filtered[ends]
+        by_distance = [value]
+        for k in range(1, longest):  # a trial that has reached its start computes on; that part is never used
+            t = (ends - k).clamp(min=0)
             G = step_gains[t]
-            value = _sym(filtered[t] + G @ (value - predicted[t + 1]) @ G.transpose(-1, -2))  # rows are independent
-            out[rows[active], t[active]] = value[active]
-        empty = out[0, :0]
-        return [_Piecewise(out[i, :T], None, empty) for i, T in enumerate(lengths)]
+            value = _sym(filtered[t] + G @ (value - predicted[t + 1]) @ G.transpose(-1, -2))
+            by_distance.append(value)
+        runs = torch.stack(by_distance, 1)  # [lengths, distance from the end, K, K]
+        empty = self._stacked([])
+        return [_Piecewise(runs[i, :T].flip(0), None, empty) for i, T in enumerate(lengths)]
 
     def smoothed(self, lengths, gains: torch.Tensor, initial_gain: torch.Tensor) -> dict:
         """:class:`_Smoothed` per distinct trial length (cached: they do not depend on the data).
