@@ -336,3 +336,105 @@ def test_repr_is_grouped_and_shows_hashes():
     assert "c_in_factors_dim" not in text  # hidden
     assert RunParams().short_differences() == "default"
 
+
+# ---- the hyperparameter table of the reference (section 6.1), written out from its text -------------
+
+# (name, MATLAB class or None for untyped, default, hidden, P: param hash, D: data hash, CLI flag)
+# CLI: "yes" always emitted, "set" only while non-empty / changed (hidden), "no" never.
+REFERENCE_TABLE = [
+    ("name", "char", "", False, False, False, "no"),
+    ("version", "uint32", 20171107, False, False, False, "no"),
+    ("spikeBinMs", "double", 2, False, True, True, "no"),
+    ("c_allow_gpu_growth", "logical", True, False, True, False, "yes"),
+    ("c_max_ckpt_to_keep", "uint16", 5, False, True, False, "yes"),
+    ("c_max_ckpt_to_keep_lve", "uint16", 5, False, True, False, "yes"),
+    ("c_device", "char", "/gpu:0", False, True, False, "yes"),
+    ("c_learning_rate_init", "double", 0.01, False, True, False, "yes"),
+    ("c_learning_rate_decay_factor", "double", 0.98, False, True, False, "yes"),
+    ("c_learning_rate_n_to_compare", "uint16", 6, False, True, False, "yes"),
+    ("c_learning_rate_stop", "double", 0.00001, False, True, False, "yes"),
+    ("c_max_grad_norm", "double", 200, False, True, False, "yes"),
+    ("trainToTestRatio", "uint16", 4, False, True, True, "no"),
+    ("c_batch_size", "uint16", 256, False, True, False, "yes"),
+    ("c_cell_clip_value", "double", 5, False, True, False, "yes"),
+    ("c_temporal_spike_jitter_width", "uint16", 0, False, True, False, "yes"),
+    ("c_keep_prob", "double", 0.95, False, True, False, "yes"),
+    ("c_l2_gen_scale", "double", 500, False, True, False, "yes"),
+    ("c_l2_con_scale", "double", 500, False, True, False, "yes"),
+    ("c_co_mean_corr_scale", "double", 0, False, True, False, "yes"),
+    ("c_kl_ic_weight", "double", 1, False, True, False, "yes"),
+    ("c_kl_co_weight", "double", 1, False, True, False, "yes"),
+    ("c_kl_start_step", "uint32", 0, False, True, False, "yes"),
+    ("c_kl_increase_steps", "uint32", 900, False, True, False, "yes"),
+    ("c_l2_start_step", "uint32", 0, False, True, False, "yes"),
+    ("c_l2_increase_steps", "uint32", 900, False, True, False, "yes"),
+    ("scaleIncreaseStepsWithDatasets", "logical", True, False, True, True, "no"),
+    ("scaleStartStepWithDatasets", "logical", True, False, True, True, "no"),
+    ("c_ext_input_dim", "uint16", 0, False, True, False, "yes"),
+    ("c_inject_ext_input_to_gen", "logical", False, False, True, False, "yes"),
+    ("c_co_dim", "uint16", 4, False, True, False, "yes"),
+    ("c_prior_ar_atau", "double", 10, False, True, False, "yes"),
+    ("c_do_train_prior_ar_atau", "logical", True, False, True, False, "yes"),
+    ("c_prior_ar_nvar", "double", 0.1, False, True, False, "yes"),
+    ("c_do_train_prior_ar_nvar", "logical", True, False, True, False, "yes"),
+    ("c_do_causal_controller", "logical", False, False, True, False, "yes"),
+    ("c_do_feed_factors_to_controller", "logical", True, False, True, False, "yes"),
+    ("c_feedback_factors_or_rates", "char", "factors", False, True, False, "yes"),
+    ("c_controller_input_lag", "uint16", 1, False, True, False, "yes"),
+    ("c_ci_enc_dim", "uint16", 128, False, True, False, "yes"),
+    ("c_con_dim", "uint16", 128, False, True, False, "yes"),
+    ("c_co_prior_var_scale", None, 0.1, False, True, False, "yes"),
+    ("c_num_steps_for_gen_ic", "uint32", 4294967295, False, True, False, "yes"),
+    ("c_ic_dim", "uint16", 64, False, True, False, "yes"),
+    ("c_ic_enc_dim", "uint16", 128, False, True, False, "yes"),
+    ("c_ic_prior_var_min", "double", 0.1, False, True, False, "yes"),
+    ("c_ic_prior_var_scale", "double", 0.1, False, True, False, "yes"),
+    ("c_ic_prior_var_max", "double", 0.1, False, True, False, "yes"),
+    ("c_ic_post_var_min", "double", 0.0001, False, True, False, "yes"),
+    ("c_cell_weight_scale", "double", 1.0, False, True, False, "yes"),
+    ("c_gen_dim", "uint16", 100, False, True, False, "yes"),
+    ("c_gen_cell_input_weight_scale", "double", 1.0, False, True, False, "yes"),
+    ("c_gen_cell_rec_weight_scale", "double", 1.0, False, True, False, "yes"),
+    ("c_factors_dim", "uint16", 50, False, True, True, "yes"),
+    ("c_output_dist", "char", "poisson", False, True, False, "yes"),
+    ("c_do_train_readin", "logical", True, False, True, False, "yes"),
+    ("useAlignmentMatrix", "logical", False, False, True, True, "no"),
+    ("useSingleDatasetAlignmentMatrix", "logical", False, False, True, True, "no"),
+    ("alignmentApproach", "char", "regressGlobalPCs", False, True, True, "no"),
+    ("alignmentExtraArgs", "cell", (), False, True, True, "no"),
+    ("posterior_mean_kind", "char", "posterior_sample_and_average", False, False, False, "no"),
+    ("num_samples_posterior", None, 512, False, False, False, "no"),
+    ("c_tf_debug_cli", "logical", False, False, False, False, "yes"),
+    ("c_tf_debug_tensorboard", "logical", False, False, False, False, "yes"),
+    ("c_tf_debug_tensorboard_hostport", "char", "localhost:6064", False, False, False, "yes"),
+    ("c_tf_debug_dump_root", None, "", False, False, False, "set"),
+    ("c_debug_verbose", None, False, False, False, False, "yes"),
+    ("c_debug_reduce_timesteps_to", None, None, False, False, False, "set"),
+    ("c_debug_print_each_step", None, False, False, False, False, "yes"),
+    ("c_in_factors_dim", "uint16", 50, True, True, False, "set"),
+    ("setInFactorsMatchDataForSingleDataset", "logical", False, True, True, True, "no"),
+]
+
+
+def _changed(default):
+    """A value other than the default, of the same kind."""
+    if isinstance(default, bool):
+        return not default
+    if isinstance(default, (int, float)):
+        return default - 1 if default >= 1 else default + 1
+    if isinstance(default, str):
+        return default + "x"
+    return 7 if default is None else ("x",)
+
+
+def test_hyperparameter_table_matches_the_reference():
+    assert [(p.name, p.matlab_class, p.default, p.hidden) for p in RunParams.PARAMETERS] == [
+        row[:4] for row in REFERENCE_TABLE]
+    defaults = RunParams().command_line_options()
+    for name, _, default, _, in_param_hash, in_data_hash, cli in REFERENCE_TABLE:
+        changed = RunParams(**{name: _changed(default)})
+        assert (name in changed.hash_struct(), name in changed.data_hash_struct()) == (in_param_hash, in_data_hash)
+        flag = f"--{name[2:]}="
+        emitted = (any(f.startswith(flag) for f in defaults), any(f.startswith(flag) for f in
+                                                                   changed.command_line_options()))
+        assert emitted == {"yes": (True, True), "set": (False, True), "no": (False, False)}[cli], name
