@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 from pathlib import Path
 
 import h5py
@@ -145,10 +146,9 @@ class Run:
         the best one is preferred (the newest if there are several), else ``last.ckpt``.
         """
         folder = self.path_lfads_output / "lightning_checkpoints"
-        candidates = list(folder.glob("*.ckpt")) if folder.is_dir() else []
-        candidates = candidates or list(self.path_lfads_output.glob("*.ckpt"))
-        best = [c for c in candidates if c.name != "last.ckpt"]
-        return max(best or candidates, key=lambda c: c.stat().st_mtime, default=None)
+        candidates = _files_by_mtime(folder, "*.ckpt") or _files_by_mtime(self.path_lfads_output, "*.ckpt")
+        best = {path: mtime for path, mtime in candidates.items() if path.name != "last.ckpt"} or candidates
+        return max(best, key=best.get, default=None)
 
     def _kind(self, kind: str | None) -> str:
         kind = kind or self.params.posterior_mean_kind
@@ -176,8 +176,8 @@ class Run:
             (has_posterior(ds, "train") and has_posterior(ds, "valid"))
             or f"lfads_output_lfads_{ds}.h5" in names or f"lfads_output_{ds}.h5" in names
             for ds in self.dataset_names)
-        checkpoint = any(n.endswith(".ckpt") for n in names) or (
-            "lightning_checkpoints" in names and self.lfads_torch_checkpoint() is not None)
+        checkpoint = (any(n.endswith(".ckpt") for n in names) or "lightning_checkpoints" in names) and (
+            self.lfads_torch_checkpoint() is not None)
         return {
             "model_params": "model_params" in names,
             "lfads_torch_checkpoint": checkpoint,
@@ -340,11 +340,26 @@ class Run:
 
 
 def _listing(folder: str) -> set[str] | None:
-    """Names in a folder, or None when it does not exist."""
+    """Names in a folder, or None when it does not exist (an unreadable folder lists as empty)."""
     try:
         return set(os.listdir(folder))
     except (FileNotFoundError, NotADirectoryError):
         return None
+    except OSError:
+        return set()
+
+
+def _files_by_mtime(folder: Path, pattern: str) -> dict[Path, float]:
+    """``{file: modification time}`` of the files matching ``pattern``; dangling links and unreadable entries skipped."""
+    found = {}
+    for path in folder.glob(pattern):
+        try:
+            status = path.stat()
+        except OSError:
+            continue
+        if stat.S_ISREG(status.st_mode):
+            found[path] = status.st_mtime
+    return found
 
 
 def _rows(path: Path) -> int:

@@ -191,8 +191,12 @@ class RunCollection:
                 return "param_" + item
             return item
 
-        if search is not None and not isinstance(search, np.ndarray):
-            search = [normalize(s) for s in search] if isinstance(search, (list, tuple)) else normalize(search)
+        if isinstance(search, np.ndarray) and search.dtype != bool:
+            search = search.tolist()  # hashes or indices; a boolean mask stays an array
+        if isinstance(search, (list, tuple)):
+            search = [normalize(s) for s in search]
+        elif search is not None and not isinstance(search, np.ndarray):
+            search = normalize(search)
         return select_indices(search, folders, "parameter set")
 
     def find_runs(self, run_spec_search=None, param_search=None):

@@ -102,6 +102,9 @@ def test_find_runs_semantics(rc):
     assert [(r.name, r.param_index) for r in picked] == [("all", 0), ("single_dataset002", 0), ("all", 2),
                                                         ("single_dataset002", 2)]
     assert len(rc.find_runs([True, False, False, True], None)) == 6
+    assert rc.find_runs(None, np.array(["YOs74u"])) == rc.find_runs(None, [2])  # bare hashes in a numpy array
+    assert rc.find_runs(np.array(["all"]), np.array(["param_Z1-4Ne", "UEvXAB"])) == [rc.runs[3, 0], rc.runs[3, 1]]
+    assert rc.find_runs(None, np.array([False, False, True])) == rc.find_runs(None, [2])
     listing = repr(column)
     assert listing.startswith("RunList of 4 runs") and "param_Z1-4Ne" in listing and "dataset003" in listing
 
@@ -393,6 +396,13 @@ def test_on_disk_detects_model_files(rc):
     assert disk["model_params"] and disk["lfads_torch_checkpoint"] and not disk["posterior_means"]
     assert run.lfads_torch_checkpoint() == ckpt_dir / "12-3400.ckpt"
     assert "model_params, lfads_torch_checkpoint" in repr(run)
+    os.symlink(run.path / "gone.ckpt", ckpt_dir / "99-9999.ckpt")  # a dangling link is not a checkpoint
+    assert run.lfads_torch_checkpoint() == ckpt_dir / "12-3400.ckpt"
+    other = rc.runs[1, 0]
+    other.prepare_folder()
+    os.symlink(other.path / "gone.ckpt", other.path_lfads_output / "last.ckpt")
+    assert not other.on_disk()["lfads_torch_checkpoint"] and "nothing yet" in repr(other)
+    assert other.lfads_torch_checkpoint() is None and "param_Z1-4Ne/single_dataset002" in rc.runs_table()
     assert os.path.relpath(run.path, rc.path) == "param_Z1-4Ne/single_dataset001"
 
 
