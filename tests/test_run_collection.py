@@ -612,3 +612,48 @@ def test_bad_dataset_date_in_a_record_marks_the_run(rc, tmp_path):
     assert "not an ISO date" in again.find_runs("all", rc.param_hashes[0]).problem
     assert sum(1 for r in again.runs.flat if r.problem) == 1
 
+
+def test_load_model_trained_params_in_the_run_dataset_order(tmp_path, dc):
+    from lfads_fixtures import save_lightning_checkpoint, torch_state_dict, write_tf_model_params
+
+    rc = RunCollection(tmp_path / "runs", "x", dc)
+    rc.add_run_spec(RunSpec("pair", ["dataset002", "dataset001"], dc))
+    rc.add_params(RunParams())
+    run = rc.find_runs("pair", 0)
+    run.prepare_folder()
+    values = write_tf_model_params(run.file_model_params, {"dataset001.h5": 4, "dataset002.h5": 6})
+    tf = run.load_model_trained_params()
+    assert list(tf.dataset_names) == ["dataset002", "dataset001"]
+    for i, ds in enumerate(["dataset002.h5", "dataset001.h5"]):
+        np.testing.assert_array_equal(tf.factors_to_logrates_W[i], values["factors_to_logrates_W"][ds])
+    np.testing.assert_array_equal(tf.gen_to_factors_W, values["gen_to_factors_W"])
+
+    run.file_model_params.unlink()
+    folder = run.path_lfads_output / "lightning_checkpoints"
+    folder.mkdir()
+    state = torch_state_dict([6, 4])  # lfads-torch readouts are matched by position: dataset002 first
+    save_lightning_checkpoint(folder / "last.ckpt", state)
+    torch_params = run.load_model_trained_params()
+    assert list(torch_params.dataset_names) == ["dataset002", "dataset001"]
+    for i in range(2):
+        np.testing.assert_array_equal(torch_params.factors_to_logrates_W[i], state[f"readout.{i}.weight"].numpy().T)
+        np.testing.assert_array_equal(torch_params.factors_to_logrates_b[i],
+                                      state[f"readout.{i}.bias"].numpy()[None, :])
+
+
+def test_legacy_posterior_sample_files_are_read(lfads_tree):
+    root, params, truths = lfads_tree
+    rc = RunCollection.from_disk(root, "lorenz", progress=False)
+    run = rc.find_runs("all", params[0].param_hash)
+    for split in ("train", "valid"):
+        new = run.path_lfads_output / f"model_runs_dataset001.h5_{split}_posterior_sample_and_average"
+        new.rename(run.path_lfads_output / f"model_runs_dataset001.h5_{split}_posterior_sample")
+    assert run.on_disk()["posterior_means"]
+    assert run.posterior_mean_files()[0][0].name == "model_runs_dataset001.h5_train_posterior_sample"
+    means = run.load_posterior_means()
+    truth, _ = truths[params[0].param_hash, "all"]
+    for name in ("dataset001", "dataset002"):
+        inds, rates = truth[name]["train"]
+        np.testing.assert_allclose(means[name].rates[inds - 1], rates * 500)
+    with pytest.raises(MissingFileError, match="posterior_push_mean"):  # only the sample-and-average kind falls back
+        run.load_posterior_means(kind="posterior_push_mean")
