@@ -303,7 +303,7 @@ class _FolderScanner:
     def read(self, param_folder: str, run_name: str) -> None:
         self.folders.setdefault(param_folder, None)
         try:
-            found = self._describe(os.path.join(self.root, param_folder, run_name))
+            found = self._describe(param_folder, run_name)
         except (LfadsToolsError, OSError) as exc:
             self.runs[run_name, param_folder] = exc
             return
@@ -312,7 +312,8 @@ class _FolderScanner:
         if known is None or (known.param_hash != param_folder and params.param_hash == param_folder):
             self.folders[param_folder] = params  # parameters that hash to the folder describe it
 
-    def _describe(self, folder: str) -> tuple[RunParams, list[dict], str]:
+    def _describe(self, param_folder: str, run_name: str) -> tuple[RunParams, list[dict], str]:
+        folder = os.path.join(self.root, param_folder, run_name)
         record_file = os.path.join(folder, RUN_RECORD_FILE)
         try:
             record = read_run_record(record_file)
@@ -325,7 +326,8 @@ class _FolderScanner:
             raise MissingFileError(f"neither {RUN_RECORD_FILE} nor lfadsOutput/hyperparameters-*.txt found")
         hps = read_lfads_hyperparameters(hps_file)
         names = dataset_names_from_lfads_hyperparameters(hps, hps_file)
-        return self._hps_params(hps, hps_file, len(names)), [{"name": n} for n in names], "lfads hyperparameters"
+        params = self._hps_params(hps, hps_file, len(names), param_folder)
+        return params, [{"name": n} for n in names], "lfads hyperparameters"
 
     def _record_params(self, record: dict, record_file: Path) -> RunParams:
         """The record's parameters; runs of one folder usually share them, so an equal record reuses the object."""
@@ -336,10 +338,10 @@ class _FolderScanner:
             self._last_record = (key, params_from_record(record, record_file, self.params_class))
         return self._last_record[1]
 
-    def _hps_params(self, hps: dict, hps_file: Path, num_datasets: int) -> RunParams:
-        """The parameters LFADS recorded; equal values (the runs of one folder) reuse the object."""
+    def _hps_params(self, hps: dict, hps_file: str, num_datasets: int, param_folder: str) -> RunParams:
+        """The parameters LFADS recorded; equal values in one folder (its runs, read in turn) reuse the object."""
         cls = self.params_class or RunParams
-        key = (num_datasets, lfads_hyperparameter_items(hps, cls))
+        key = (param_folder, num_datasets, lfads_hyperparameter_items(hps, cls))
         if self._last_hps is None or self._last_hps[0] != key:
             self._last_hps = (key, params_from_lfads_hyperparameters(hps, hps_file, cls, num_datasets))
         return self._last_hps[1]

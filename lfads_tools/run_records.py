@@ -13,7 +13,9 @@ Two sources, in order of preference:
 
 from __future__ import annotations
 
+import functools
 import json
+import os
 import re
 from pathlib import Path
 
@@ -152,19 +154,17 @@ def params_from_record(record: dict, path, params_class: type | None = None) -> 
         raise FileFormatError(f"run record {path}: {exc}") from None
 
 
-def find_hyperparameters_file(output_folder) -> Path | None:
+def find_hyperparameters_file(output_folder) -> str | None:
     """The LFADS ``hyperparameters-<step>.txt`` that describes training (lowest step first)."""
-    folder = Path(output_folder)
     try:
-        names = [(int(m.group(1)), entry.name) for entry in folder.iterdir() if (m := _HPS_NAME.match(entry.name))]
+        names = [(int(m.group(1)), name) for name in os.listdir(output_folder) if (m := _HPS_NAME.match(name))]
     except (FileNotFoundError, NotADirectoryError):
         return None
-    return folder / min(names)[1] if names else None
+    return os.path.join(output_folder, min(names)[1]) if names else None
 
 
 def read_lfads_hyperparameters(path) -> dict:
     """Read one ``hyperparameters-*.txt`` (a JSON object)."""
-    path = Path(path)
     hps = _read_json(path, "LFADS hyperparameters file")
     if not isinstance(hps, dict):
         raise FileFormatError(f"LFADS hyperparameters file {path} holds {type(hps).__name__}; expected a JSON object")
@@ -180,9 +180,15 @@ def dataset_names_from_lfads_hyperparameters(hps: dict, path) -> list[str]:
     return [n[:-3] if n.endswith(".h5") else n for n in names]
 
 
+@functools.lru_cache(maxsize=None)
+def _lfads_keys(params_class: type) -> frozenset:
+    return frozenset({"kind"} | {name[2:] for name in params_class._BY_NAME if name.startswith("c_")})
+
+
 def lfads_hyperparameter_items(hps: dict, params_class: type = RunParams) -> tuple:
     """The ``(key, value)`` pairs of ``hps`` that :func:`params_from_lfads_hyperparameters` uses."""
-    return tuple((k, v) for k, v in hps.items() if k == "kind" or f"c_{k}" in params_class._BY_NAME)
+    keys = _lfads_keys(params_class)
+    return tuple((k, v) for k, v in hps.items() if k in keys)
 
 
 def params_from_lfads_hyperparameters(hps: dict, path, params_class: type = RunParams,

@@ -542,6 +542,19 @@ def test_lfads_made_run_with_parameters_lfads_does_not_record(tmp_path):
     assert again.source == "record" and again.problem is None and again.params.spikeBinMs == 10
 
 
+def test_folders_with_the_same_lfads_hyperparameters_get_their_own_params(tmp_path):
+    sweep = RunParams(**SMALL).sweep(spikeBinMs=[2, 10])  # only what LFADS does not record differs
+    for p in sweep:
+        for run_name in ("a", "b"):
+            write_lfads_run(tmp_path / "rc" / p.param_hash / run_name, p, [("dsA", 2)])
+    rc = RunCollection.from_disk(tmp_path, "rc", progress=False)
+    default, binned = (rc.find_runs("a", p.param_hash) for p in sweep)
+    assert default.params_known and default.problem is None and not binned.params_known
+    assert binned.params is not default.params and rc.find_runs("b", sweep[1].param_hash).params is binned.params
+    binned.params.c_gen_dim = 3
+    assert default.params.c_gen_dim == 64
+
+
 def test_unknown_bin_width_found_from_bin_counts_alone(tmp_path):
     params = RunParams(**SMALL, spikeBinMs=4)
     truth, _ = write_lfads_run(tmp_path / "rc" / params.param_hash / "one", params, [("dsA", 2)])
