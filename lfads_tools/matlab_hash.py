@@ -26,7 +26,7 @@ import numpy as np
 
 from lds.errors import ValidationError
 
-__all__ = ["serialize", "short_hash", "struct_hash", "infer_matlab_class", "NUMERIC_CLASSES"]
+__all__ = ["serialize", "short_hash", "struct_hash", "infer_matlab_class", "matlab_dims", "NUMERIC_CLASSES"]
 
 NUMERIC_CLASSES = {
     "double": "<f8",
@@ -64,7 +64,7 @@ def infer_matlab_class(value) -> str:
     raise ValidationError(f"cannot hash a value of type {type(value).__name__}: {value!r}")
 
 
-def _matlab_dims(array: np.ndarray) -> tuple[int, ...]:
+def matlab_dims(array: np.ndarray) -> tuple[int, ...]:
     """MATLAB size of an array: row vectors for 1-D input, at least 2 dims, no trailing singletons."""
     if array.size == 0:
         return (0, 0)
@@ -125,17 +125,17 @@ def serialize(value: Any, matlab_class: str | None = None) -> bytes:
         dims = (1, len(items)) if items else (0, 0)
         return _header("cell", dims) + b"".join(serialize(item) for item in items)
     if matlab_class == "char":
-        text = str(value)
-        dims = (1, len(text)) if text else (0, 0)
-        return _header("char", dims) + text.encode("utf-16-le")
+        units = str(value).encode("utf-16-le")  # MATLAB chars are UTF-16 code units (two for U+10000 and up)
+        dims = (1, len(units) // 2) if units else (0, 0)
+        return _header("char", dims) + units
     if matlab_class == "logical":
         array = _numeric_array(value, "logical")
-        return _header("logical", _matlab_dims(array)) + array.flatten(order="F").astype("u1").tobytes()
+        return _header("logical", matlab_dims(array)) + array.flatten(order="F").astype("u1").tobytes()
     if matlab_class in NUMERIC_CLASSES:
         array = _numeric_array(value, matlab_class)
         matlab_class = _downsized_class(matlab_class, array)
         data = array.flatten(order="F").astype(NUMERIC_CLASSES[matlab_class]).tobytes()
-        return _header(matlab_class, _matlab_dims(array)) + data
+        return _header(matlab_class, matlab_dims(array)) + data
     raise ValidationError(f"cannot hash MATLAB class {matlab_class!r}")
 
 

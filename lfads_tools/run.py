@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 from pathlib import Path
 
 import h5py
@@ -27,7 +28,7 @@ from lds.fileio import atomic_write_bytes, check_writable
 from .fit_log import FitLog
 from .posterior_means import POSTERIOR_KINDS, PosteriorMeans
 from .run_params import DEFAULT_VERSION
-from .run_records import RUN_RECORD_FILE, write_run_record
+from .run_records import RUN_RECORD_FILE, pending_run_record
 
 __all__ = ["Run"]
 
@@ -38,16 +39,38 @@ class Run:
     """One run: its name (the run spec's), parameters, datasets and folder.
 
     Made by :class:`~lfads_tools.RunCollection`; ``problem`` says why a run found on
-    disk could not be read completely (None when all is well).
+    disk could not be read completely (None when all is well). ``datasets`` are the run
+    spec's unless the run's folder says otherwise.
     """
 
     def __init__(self, run_spec, params, run_collection, param_index: int, param_folder: str | None = None,
-                 problem: str | None = None, source: str = "declared"):
+                 problem: str | None = None, source: str = "declared", datasets: list | None = None):
         self.run_spec, self.params, self.run_collection = run_spec, params, run_collection
         self.param_index = param_index
         self.params_string = param_folder or params.param_hash
-        self.problem = problem
-        self.source = source  # where the parameters came from: declared, record, lfads hyperparameters
+        self._disk_problem, self._datasets = problem, datasets
+        self.source = source  # where the parameters came from: declared, record, lfads hyperparameters, unreadable
+
+    @property
+    def params_known(self) -> bool:
+        """Whether ``params`` hash to the run's folder (not so when LFADS's hyperparameters left some unknown)."""
+        return self.params.param_hash == self.params_string
+
+    @property
+    def problem(self) -> str | None:
+        """Why the run could not be read completely, or why its parameters are not all known; None when all is well."""
+        problems = [self._disk_problem] if self._disk_problem else []
+        if not self.params_known and self.source in ("declared", "lfads hyperparameters"):
+            problems.append(self._unknown_params_reason())
+        return "; ".join(problems) or None
+
+    def _unknown_params_reason(self) -> str:
+        if self.source == "declared":
+            return f"its parameters now hash to {self.params.param_hash}, not to its folder {self.params_string}"
+        return (f"parameters that LFADS does not record (spikeBinMs, trainToTestRatio, useAlignmentMatrix, ..., a "
+                f"RunParams subclass's) are unknown: with them at their defaults, the c_ values of its "
+                f"hyperparameters-*.txt hash to {self.params.param_hash}, not {self.params_string}; declare the "
+                f"RunParams with add_params to use them")
 
     # ---- identity ---------------------------------------------------------------
     @property
@@ -56,7 +79,7 @@ class Run:
 
     @property
     def datasets(self) -> list:
-        return self.run_spec.datasets
+        return self.run_spec.datasets if self._datasets is None else self._datasets
 
     @property
     def dataset_names(self) -> list[str]:
@@ -78,6 +101,8 @@ class Run:
     @property
     def path_common_data(self) -> Path:
         """``data_<hash>/<run name>``: the LFADS input files shared by params with the same data hash."""
+        if not self.params_known:
+            raise ValidationError(f"run {self.name} ({self.params_string}): its data hash is unknown ({self.problem})")
         data = self.run_collection.path / self.params.data_hash
         return data / self.name if self.version >= DEFAULT_VERSION else data
 
@@ -145,10 +170,9 @@ class Run:
         the best one is preferred (the newest if there are several), else ``last.ckpt``.
         """
         folder = self.path_lfads_output / "lightning_checkpoints"
-        candidates = list(folder.glob("*.ckpt")) if folder.is_dir() else []
-        candidates = candidates or list(self.path_lfads_output.glob("*.ckpt"))
-        best = [c for c in candidates if c.name != "last.ckpt"]
-        return max(best or candidates, key=lambda c: c.stat().st_mtime, default=None)
+        candidates = _files_by_mtime(folder, "*.ckpt") or _files_by_mtime(self.path_lfads_output, "*.ckpt")
+        best = {path: mtime for path, mtime in candidates.items() if path.name != "last.ckpt"} or candidates
+        return max(best, key=best.get, default=None)
 
     def _kind(self, kind: str | None) -> str:
         kind = kind or self.params.posterior_mean_kind
@@ -176,8 +200,8 @@ class Run:
             (has_posterior(ds, "train") and has_posterior(ds, "valid"))
             or f"lfads_output_lfads_{ds}.h5" in names or f"lfads_output_{ds}.h5" in names
             for ds in self.dataset_names)
-        checkpoint = any(n.endswith(".ckpt") for n in names) or (
-            "lightning_checkpoints" in names and self.lfads_torch_checkpoint() is not None)
+        checkpoint = (any(n.endswith(".ckpt") for n in names) or "lightning_checkpoints" in names) and (
+            self.lfads_torch_checkpoint() is not None)
         return {
             "model_params": "model_params" in names,
             "lfads_torch_checkpoint": checkpoint,
@@ -188,10 +212,16 @@ class Run:
         }
 
     def prepare_folder(self, overwrite: bool = False) -> Path:
-        """Create the run folder (with ``lfadsInput``/``lfadsOutput``) and write its record."""
+        """Create the run folder (with ``lfadsInput``/``lfadsOutput``) and write its record.
+
+        An existing record that differs is replaced only with ``overwrite=True``; a run whose
+        parameters do not hash to its folder gets no record (it would contradict the folder).
+        """
+        record = pending_run_record(self, overwrite)  # checked before anything is created
         self.path_lfads_input.mkdir(parents=True, exist_ok=True)
         self.path_lfads_output.mkdir(exist_ok=True)
-        write_run_record(self, overwrite=overwrite)
+        if record is not None:
+            atomic_write_bytes(self.file_run_record, record, overwrite=overwrite)
         return self.path
 
     # ---- results ----------------------------------------------------------------
@@ -220,19 +250,38 @@ class Run:
                 return self.path_lfads_output / candidate
         return None
 
-    def _input_info(self, index: int) -> tuple[dict, dict]:
-        """``(info, extras)``: the dataset's ``inputInfo_<ds>.mat`` and the time, conditions and counts it gives."""
+    def _input_info(self, index: int) -> dict:
+        """The dataset's ``inputInfo_<ds>.mat`` (empty when there is none)."""
         info_file = self.path_lfads_input / self.lfads_input_info_file_names[index]
-        info = _read_input_info(info_file) if info_file.is_file() else {}
-        extras = {}
-        if "seq_timeVector" in info and "seq_binSizeMs" in info:
-            step = max(1, int(round(self.params.spikeBinMs / float(np.ravel(info["seq_binSizeMs"])[0]))))
-            extras["time"] = np.ravel(info["seq_timeVector"])[::step]
-        if "conditionId" in info:
-            extras["condition_ids"] = np.ravel(info["conditionId"])
-        if "counts" in info:
-            extras["raw_counts"] = np.asarray(info["counts"])
-        return info, extras
+        return _read_input_info(info_file) if info_file.is_file() else {}
+
+    def _spike_bin_ms(self, index: int, info: dict, output_file: Path, factors_key: str) -> float:
+        """The LFADS bin width: ``spikeBinMs``, or, when the parameters are not all known, from the input info.
+
+        lfads-run-manager sums ``spikeBinMs / seq_binSizeMs`` original bins into one and drops
+        the leftover. The numbers of original and LFADS bins give that factor when only one
+        fits; otherwise it is the one whose sums of inputInfo's ``counts`` are the input's
+        ``train_data``.
+        """
+        if self.params_known:
+            return float(self.params.spikeBinMs)
+        where = f"run {self.name} ({self.params_string}), dataset {self.dataset_names[index]}: spikeBinMs is unknown"
+        if "seq_binSizeMs" not in info or "seq_timeVector" not in info:
+            raise ValidationError(f"{where} (LFADS does not record it) and {self.lfads_input_info_file_names[index]} "
+                                  f"with seq_binSizeMs and seq_timeVector is not in {self.path_lfads_input}")
+        shape = _shape(output_file, factors_key)
+        if shape is None or len(shape) != 3 or shape[1] == 0:
+            raise FileFormatError(f"{where}, and the number of LFADS bins cannot be read: {output_file} is missing "
+                                  f"or lacks a [trials, T, factors] {factors_key!r}")
+        n_original, n_bins = int(np.size(info["seq_timeVector"])), int(shape[1])
+        factors = list(range(n_original // (n_bins + 1) + 1, n_original // n_bins + 1))
+        if len(factors) > 1 and "counts" in info:
+            input_file = self.path_lfads_input / self.lfads_input_file_names[index]
+            factors = [f for f in factors if _summed_counts_match(np.asarray(info["counts"]), input_file, f, n_bins)]
+        if len(factors) != 1:
+            raise ValidationError(f"{where}: {n_original} original bins give {n_bins} LFADS bins when summed by any "
+                                  f"of {list(factors) or 'no factor'}; declare the RunParams with add_params")
+        return factors[0] * float(np.ravel(info["seq_binSizeMs"])[0])
 
     def _trial_split(self, index: int, info: dict, train_file: Path, valid_file: Path) -> dict:
         """0-based train/valid trial indices: from the LFADS input file, else inputInfo, else the split rule."""
@@ -242,6 +291,10 @@ class Run:
         if "trainInds" in info and "validInds" in info:
             return {"train_inds": np.ravel(info["trainInds"]).astype(np.int64) - 1,
                     "valid_inds": np.ravel(info["validInds"]).astype(np.int64) - 1}
+        if not self.params_known:
+            raise ValidationError(f"run {self.name} ({self.params_string}): neither {input_file.name} nor "
+                                  f"{self.lfads_input_info_file_names[index]} gives the train/valid split, and "
+                                  f"trainToTestRatio is unknown ({self.problem})")
         n = _rows(train_file) + _rows(valid_file)  # the run manager's rule: every (ratio+1)-th trial is valid
         valid = np.arange(0, n, int(self.params.trainToTestRatio) + 1)
         return {"train_inds": np.setdiff1d(np.arange(n), valid), "valid_inds": valid}
@@ -255,9 +308,12 @@ class Run:
         kind = self._kind(kind)
         means = []
         for index, (train_file, valid_file) in enumerate(self.posterior_mean_files(kind)):
-            info, extras = self._input_info(index)
-            common = dict(spike_bin_ms=self.params.spikeBinMs, dataset_name=self.dataset_names[index], **extras)
+            info = self._input_info(index)
             torch_file = None if train_file.exists() else self.lfads_torch_output_file(index)
+            spike_bin_ms = (self._spike_bin_ms(index, info, train_file, "factors") if torch_file is None
+                            else self._spike_bin_ms(index, info, torch_file, "train_factors"))
+            common = dict(spike_bin_ms=spike_bin_ms, dataset_name=self.dataset_names[index],
+                          **_info_extras(info, spike_bin_ms))
             if torch_file is not None:
                 means.append(PosteriorMeans.from_lfads_torch_file(torch_file, **common))
             else:
@@ -277,11 +333,12 @@ class Run:
 
         for file in (self.file_kalman_params, self.file_lds_history):
             check_writable(file, overwrite)
+        pending_run_record(self, overwrite)  # whatever can fail is checked before the fit
         data = {d.name: d.load_data() for d in self.datasets}
         if not data:
             raise ValidationError(f"run {self.name} has no datasets to fit")
         result = lds.fit_em(data if len(data) > 1 else next(iter(data.values())), **em_options)
-        self.prepare_folder()
+        self.prepare_folder(overwrite=overwrite)
         self.path_lds.mkdir(exist_ok=True)
         history = {
             "run_name": self.name,
@@ -326,8 +383,9 @@ class Run:
     def __repr__(self) -> str:
         disk = self.on_disk()
         fields = [
-            ("name", repr(self.name)), ("params", f"{self.params_string} {self.params.data_hash}"),
-            ("differences", self.params.short_differences()),
+            ("name", repr(self.name)),
+            ("params", f"{self.params_string} {data_hash_text(self.params, self.params_string)}"),
+            ("differences", self.params.short_differences() + ("" if self.params_known else " (not all known)")),
             ("datasets", f"{{{self.n_datasets}x1 cell}}: " + ", ".join(self.dataset_names)),
             ("path", str(self.path)), ("params from", self.source),
             ("on disk", ", ".join(k for k in ON_DISK if disk[k]) or "nothing yet"),
@@ -339,21 +397,73 @@ class Run:
             f"{k.rjust(width)}: {v}" for k, v in fields) + "\n"
 
 
+def data_hash_text(params, param_folder: str) -> str:
+    """``data_<hash>`` of params that hash to their folder; otherwise the data hash is unknown."""
+    return params.data_hash if params.param_hash == param_folder else "data_?????? (unknown)"
+
+
+def _info_extras(info: dict, spike_bin_ms: float) -> dict:
+    """The time (first original bin of each LFADS bin), conditions and counts that an input info gives."""
+    extras = {}
+    if "seq_timeVector" in info and "seq_binSizeMs" in info:
+        step = max(1, int(round(spike_bin_ms / float(np.ravel(info["seq_binSizeMs"])[0]))))
+        extras["time"] = np.ravel(info["seq_timeVector"])[::step]
+    if "conditionId" in info:
+        extras["condition_ids"] = np.ravel(info["conditionId"])
+    if "counts" in info:
+        extras["raw_counts"] = np.asarray(info["counts"])
+    return extras
+
+
 def _listing(folder: str) -> set[str] | None:
-    """Names in a folder, or None when it does not exist."""
+    """Names in a folder, or None when it does not exist (an unreadable folder lists as empty)."""
     try:
         return set(os.listdir(folder))
     except (FileNotFoundError, NotADirectoryError):
         return None
+    except OSError:
+        return set()
+
+
+def _files_by_mtime(folder: Path, pattern: str) -> dict[Path, float]:
+    """``{file: modification time}`` of the files matching ``pattern`` (dangling links, unreadable entries left out)."""
+    found = {}
+    for path in folder.glob(pattern):
+        try:
+            status = path.stat()
+        except OSError:
+            continue
+        if stat.S_ISREG(status.st_mode):
+            found[path] = status.st_mtime
+    return found
+
+
+def _shape(path: Path, key: str) -> tuple | None:
+    """Shape of one dataset of an HDF5 file; None if it cannot be read (the loader reports why)."""
+    try:
+        with h5py.File(path, "r") as f:
+            return f[key].shape if isinstance(f.get(key), h5py.Dataset) else None
+    except (OSError, ValueError):
+        return None
+
+
+def _summed_counts_match(counts: np.ndarray, input_file: Path, factor: int, n_bins: int) -> bool:
+    """Whether summing ``factor`` original bins of ``counts`` (neurons x bins x trials) gives the input's train_data."""
+    try:
+        with h5py.File(input_file, "r") as f:
+            data = np.asarray(f["train_data"][()])
+            inds = np.asarray(f["train_inds"][()]).ravel().astype(np.int64) - 1
+        counts = counts.reshape(counts.shape[0], counts.shape[1], -1)[:, :factor * n_bins]
+        summed = counts.reshape(counts.shape[0], n_bins, factor, counts.shape[2]).sum(axis=2)
+        return bool(np.array_equal(summed[:, :, inds].transpose(2, 1, 0), data))
+    except (OSError, KeyError, ValueError, IndexError):
+        return False
 
 
 def _rows(path: Path) -> int:
-    """Number of trials in a posterior file (0 if it cannot be read; the loader reports why)."""
-    try:
-        with h5py.File(path, "r") as f:
-            return int(f["factors"].shape[0]) if "factors" in f else 0
-    except (OSError, ValueError):
-        return 0
+    """Number of trials in a posterior file (0 if it cannot be read)."""
+    shape = _shape(path, "factors")
+    return int(shape[0]) if shape else 0
 
 
 def _read_split(path: Path) -> dict:

@@ -9,6 +9,7 @@ collection from an existing tree without declaring anything again.
 
 from __future__ import annotations
 
+import datetime
 import os
 import warnings
 from pathlib import Path
@@ -20,11 +21,11 @@ from tqdm.auto import tqdm
 from lds.errors import FileFormatError, LfadsToolsError, LibraryWarning, MissingFileError, ValidationError
 
 from .datasets import Dataset, DatasetCollection, select_indices
-from .run import ON_DISK, Run
+from .run import ON_DISK, Run, data_hash_text
 from .run_params import DEFAULT_VERSION, RunParams
 from .run_records import (RUN_RECORD_FILE, dataset_names_from_lfads_hyperparameters, find_hyperparameters_file,
-                          params_from_lfads_hyperparameters, params_from_record, read_lfads_hyperparameters,
-                          read_run_record)
+                          lfads_hyperparameter_items, params_from_lfads_hyperparameters, params_from_record,
+                          read_lfads_hyperparameters, read_run_record)
 
 __all__ = ["RunSpec", "RunCollection", "RunList"]
 
@@ -97,8 +98,7 @@ class RunCollection:
         self.run_specs: list[RunSpec] = []
         self.params: list[RunParams] = []
         self._param_folders: list[str] = []
-        self._problems: dict[tuple[str, str], str] = {}
-        self._sources: dict[tuple[str, str], str] = {}
+        self._found: dict[tuple[str, str], dict] = {}  # (run name, param folder) -> what from_disk found for Run
         self._runs = np.empty((0, 0), dtype=object)
 
     # ---- building the grid -----------------------------------------------------------
@@ -167,9 +167,7 @@ class RunCollection:
             for j, (params, folder) in enumerate(zip(self.params, self._param_folders)):
                 run = old.get((spec.name, folder))
                 if run is None or run.run_spec is not spec or run.params is not params:
-                    run = Run(spec, params, self, j, param_folder=folder,
-                              problem=self._problems.get((spec.name, folder)),
-                              source=self._sources.get((spec.name, folder), "declared"))
+                    run = Run(spec, params, self, j, param_folder=folder, **self._found.get((spec.name, folder), {}))
                 grid[i, j] = run
         self._runs = grid
 
@@ -191,8 +189,12 @@ class RunCollection:
                 return "param_" + item
             return item
 
-        if search is not None and not isinstance(search, np.ndarray):
-            search = [normalize(s) for s in search] if isinstance(search, (list, tuple)) else normalize(search)
+        if isinstance(search, np.ndarray) and search.dtype != bool:
+            search = search.tolist()  # hashes or indices; a boolean mask stays an array
+        if isinstance(search, (list, tuple)):
+            search = [normalize(s) for s in search]
+        elif search is not None and not isinstance(search, np.ndarray):
+            search = normalize(search)
         return select_indices(search, folders, "parameter set")
 
     def find_runs(self, run_spec_search=None, param_search=None):
@@ -216,7 +218,8 @@ class RunCollection:
             for i in range(self.n_run_specs):
                 run = self._runs[i, j]
                 disk = run.on_disk()
-                status = run.problem or ("" if disk.pop("folder") else "no folder yet")
+                exists = disk.pop("folder")
+                status = run.problem or ("" if exists else "no folder yet")
                 rows.append({"spec": i, "param": j, "name": run.name, "params": run.params_string,
                              "path": os.path.join(root, run.params_string, run.name), **disk, "problem": status})
         return rows
@@ -271,7 +274,7 @@ class RunCollection:
         lines += [f"    [{i}] {s.name}  ({s.n_datasets} datasets: {', '.join(s.dataset_names)})"
                   for i, s in enumerate(self.run_specs)] or ["    (none)"]
         lines += ["", "  Params:"]
-        lines += [f"    [{j}] {folder} {p.data_hash}  {p.short_differences()}"
+        lines += [f"    [{j}] {folder} {data_hash_text(p, folder)}  {p.short_differences()}"
                   for j, (p, folder) in enumerate(zip(self.params, self._param_folders))] or ["    (none)"]
         broken = sum(1 for r in self._runs.flat if r.problem)
         if broken:
@@ -291,35 +294,26 @@ class _FolderScanner:
     def __init__(self, rc: RunCollection, params_class):
         self.rc, self.params_class = rc, params_class
         self.root = os.fspath(rc.path)
-        self.folders: list[str] = []
-        self.params_by_folder: dict[str, RunParams] = {}
-        self.datasets_by_run: dict[str, list[dict]] = {}
+        self.folders: dict[str, RunParams | None] = {}  # param folder -> the parameters that describe it best
+        self.runs: dict[tuple[str, str], tuple | Exception] = {}  # (run name, folder) -> (params, datasets, source)
         self.collection_info: dict | None = None
-        self._last: tuple | None = None  # (params dict, class, extras, RunParams) of the previous record
+        self._last_record: tuple | None = None  # (key, RunParams) of the previous record
+        self._last_hps: tuple | None = None  # (key, RunParams) of the previous hyperparameters file
 
     def read(self, param_folder: str, run_name: str) -> None:
-        key = (run_name, param_folder)
-        if param_folder not in self.folders:
-            self.folders.append(param_folder)
+        self.folders.setdefault(param_folder, None)
         try:
-            params, datasets, source = self._describe(os.path.join(self.root, param_folder, run_name))
+            found = self._describe(param_folder, run_name)
         except (LfadsToolsError, OSError) as exc:
-            self.rc._problems[key] = str(exc)
-            self.rc._sources[key] = "unreadable"
-            self.datasets_by_run.setdefault(run_name, [])
+            self.runs[run_name, param_folder] = exc
             return
-        self.rc._sources[key] = source
-        self.datasets_by_run.setdefault(run_name, [])
-        if not self.datasets_by_run[run_name]:
-            self.datasets_by_run[run_name] = datasets
-        known = self.params_by_folder.setdefault(param_folder, params)
-        if source == "record" and params.param_hash != param_folder:
-            self.rc._problems[key] = (f"{RUN_RECORD_FILE} gives parameters hashing to {params.param_hash}, "
-                                      f"but the run lies in {param_folder}")
-        elif known is not params and known.param_hash != params.param_hash:
-            self.rc._problems[key] = f"its parameters ({params.param_hash}) differ from other runs in {param_folder}"
+        self.runs[run_name, param_folder] = found
+        known, params = self.folders[param_folder], found[0]
+        if known is None or (known.param_hash != param_folder and params.param_hash == param_folder):
+            self.folders[param_folder] = params  # parameters that hash to the folder describe it
 
-    def _describe(self, folder: str) -> tuple[RunParams, list[dict], str]:
+    def _describe(self, param_folder: str, run_name: str) -> tuple[RunParams, list[dict], str]:
+        folder = os.path.join(self.root, param_folder, run_name)
         record_file = os.path.join(folder, RUN_RECORD_FILE)
         try:
             record = read_run_record(record_file)
@@ -332,7 +326,7 @@ class _FolderScanner:
             raise MissingFileError(f"neither {RUN_RECORD_FILE} nor lfadsOutput/hyperparameters-*.txt found")
         hps = read_lfads_hyperparameters(hps_file)
         names = dataset_names_from_lfads_hyperparameters(hps, hps_file)
-        params = params_from_lfads_hyperparameters(hps, hps_file, self.params_class or RunParams, len(names))
+        params = self._hps_params(hps, hps_file, len(names), param_folder)
         return params, [{"name": n} for n in names], "lfads hyperparameters"
 
     def _record_params(self, record: dict, record_file: Path) -> RunParams:
@@ -340,39 +334,90 @@ class _FolderScanner:
         if self.collection_info is None and isinstance(record.get("dataset_collection"), dict):
             self.collection_info = record["dataset_collection"]
         key = (record["params"], record["params_class"], record["extra_parameters"])
-        if self._last is None or self._last[:3] != key:
-            self._last = key + (params_from_record(record, record_file, self.params_class),)
-        return self._last[3]
+        if self._last_record is None or self._last_record[0] != key:
+            self._last_record = (key, params_from_record(record, record_file, self.params_class))
+        return self._last_record[1]
+
+    def _hps_params(self, hps: dict, hps_file: str, num_datasets: int, param_folder: str) -> RunParams:
+        """The parameters LFADS recorded; equal values in one folder (its runs, read in turn) reuse the object."""
+        cls = self.params_class or RunParams
+        key = (param_folder, num_datasets, lfads_hyperparameter_items(hps, cls))
+        if self._last_hps is None or self._last_hps[0] != key:
+            self._last_hps = (key, params_from_lfads_hyperparameters(hps, hps_file, cls, num_datasets))
+        return self._last_hps[1]
 
     def finish(self) -> None:
         rc = self.rc
+        readable = {key: found for key, found in self.runs.items() if not isinstance(found, Exception)}
         if rc.dataset_collection is None:
-            info = self.collection_info or {}
-            rc.dataset_collection = DatasetCollection(info.get("path"), info.get("name", ""))
-            for entries in self.datasets_by_run.values():
-                for e in entries:
-                    if e["name"] not in rc.dataset_collection.names:
-                        Dataset(rc.dataset_collection, e.get("rel_path"), name=e["name"], n_trials=e.get("n_trials"),
-                                n_channels=e.get("n_channels"), subject=e.get("subject") or "")
+            rc.dataset_collection = self._collection(entries for _, entries, _ in readable.values())
         dc = rc.dataset_collection
-        for run_name in sorted(self.datasets_by_run):
-            names = [e["name"] for e in self.datasets_by_run[run_name]]
-            unknown = [n for n in names if n not in dc.names]
-            if unknown:
-                for folder in self.folders:
-                    if (run_name, folder) in rc._sources:
-                        rc._problems.setdefault((run_name, folder), f"datasets {unknown} are not in the dataset "
-                                                                    f"collection {dc.name!r}")
-            datasets = [dc[n] if n in dc.names else Dataset(name=n) for n in names]
-            rc.run_specs.append(RunSpec(run_name, datasets, dc))
-        for folder in self.folders:
-            rc.params.append(self.params_by_folder.get(folder) or RunParams())
+        first: dict[str, tuple[str, list[str]]] = {}  # run name -> (folder, dataset names) where first read
+        for (run_name, folder), (_, entries, _) in readable.items():
+            first.setdefault(run_name, (folder, [e["name"] for e in entries]))
+        for run_name in sorted({name for name, _ in self.runs}):
+            rc.run_specs.append(RunSpec(run_name, _datasets(dc, first.get(run_name, ("", []))[1]), dc))
+        for folder, params in self.folders.items():
+            rc.params.append(params or (self.params_class or RunParams)())
             rc._param_folders.append(folder)
+        for key, found in self.runs.items():
+            rc._found[key] = self._run_details(key, found, first, dc)
         rc._generate_runs()
+
+    def _run_details(self, key, found, first, dc) -> dict:
+        """What the Run gets from disk: its source, problems and (where they differ from the run spec's) datasets."""
+        if isinstance(found, Exception):
+            return {"problem": str(found), "source": "unreadable"}
+        (run_name, folder), (params, entries, source) = key, found
+        details, problems = {"source": source}, []
+        folder_params = self.folders[folder]
+        if source == "record" and params.param_hash != folder:
+            problems.append(f"{RUN_RECORD_FILE} gives parameters hashing to {params.param_hash}, "
+                            f"but the run lies in {folder}")
+        if folder_params.param_hash not in (folder, params.param_hash):
+            problems.append(f"its parameters ({params.param_hash}) differ from other runs in {folder}")
+        names = [e["name"] for e in entries]
+        spec_folder, spec_names = first[run_name]
+        if names != spec_names:
+            details["datasets"] = _datasets(dc, names)
+            problems.append(f"its datasets {names} differ from those of the run spec {run_name!r} ({spec_names}, "
+                            f"read in {spec_folder}); the run keeps its own, in its own order")
+        unknown = [n for n in names if n not in dc.names]
+        if unknown:
+            problems.append(f"datasets {unknown} are not in the dataset collection {dc.name!r}")
+        if problems:
+            details["problem"] = "; ".join(problems)
+        return details
+
+    def _collection(self, entry_lists) -> DatasetCollection:
+        """The dataset collection the records describe (one Dataset per name, with its recorded metadata)."""
+        info = self.collection_info or {}
+        dc = DatasetCollection(info.get("path"), info.get("name", ""))
+        names = set()
+        for entries in entry_lists:
+            for e in entries:
+                if e["name"] not in names:
+                    names.add(e["name"])
+                    Dataset(dc, e.get("rel_path"), name=e["name"], n_trials=e.get("n_trials"),
+                            n_channels=e.get("n_channels"), subject=e.get("subject") or "", date=e.get("date"),
+                            save_tags=e.get("save_tags") or ())
+        return dc
+
+
+def _datasets(dc: DatasetCollection, names: list[str]) -> list[Dataset]:
+    """The collection's datasets of these names (a bare Dataset for a name it lacks)."""
+    by_name = {d.name: d for d in dc}
+    return [by_name.get(n) or Dataset(name=n) for n in names]
 
 
 def _dataset_entries(entries, where) -> list[dict]:
-    """Check the ``datasets`` list of a run record: objects with at least a string name."""
-    if not all(isinstance(e, dict) and isinstance(e.get("name"), str) and e["name"] for e in entries):
-        raise FileFormatError(f"run record {where}: every entry of 'datasets' needs a non-empty 'name'")
-    return entries
+    """Check the ``datasets`` list of a run record; dates come back as ``datetime.date``."""
+    if not all(isinstance(e, dict) and isinstance(e.get("name"), str) and e["name"]
+               and isinstance(e.get("save_tags", []), list) for e in entries):
+        raise FileFormatError(f"run record {where}: every entry of 'datasets' needs a non-empty 'name' "
+                              f"(and 'save_tags', if given, must be a list)")
+    try:
+        return [{**e, "date": None if e.get("date") is None else datetime.date.fromisoformat(e["date"])}
+                for e in entries]
+    except (TypeError, ValueError) as exc:
+        raise FileFormatError(f"run record {where}: a dataset 'date' is not an ISO date (YYYY-MM-DD): {exc}") from None

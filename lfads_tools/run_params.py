@@ -23,7 +23,7 @@ import numpy as np
 
 from lds.errors import UnknownParameterError, ValidationError
 
-from .matlab_hash import NUMERIC_CLASSES, infer_matlab_class, struct_hash
+from .matlab_hash import NUMERIC_CLASSES, infer_matlab_class, matlab_dims, struct_hash
 
 __all__ = ["Hyperparameter", "RunParams", "DEFAULT_VERSION"]
 
@@ -146,9 +146,23 @@ def _is_real_number(value) -> bool:
     return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
 
 
+def _one_element(value):
+    """The element of a one-element list or array (in MATLAB a 1x1 array is the scalar), else ``value``."""
+    if isinstance(value, (list, tuple, np.ndarray)):
+        try:
+            array = np.asarray(value)
+        except ValueError:  # ragged nesting
+            return value
+        if array.size == 1 and array.dtype.kind in "biuf":
+            return array.reshape(()).item()
+    return value
+
+
 def coerce_value(spec: Hyperparameter, value):
     """Check ``value`` against the parameter's MATLAB class; return the stored form."""
     cls = spec.matlab_class
+    if cls not in (None, "char", "cell"):
+        value = _one_element(value)
 
     def fail(expected):
         raise ValidationError(f"hyperparameter {spec.name} ({cls or 'untyped'}) must be {expected}, got {value!r}")
@@ -186,13 +200,24 @@ def _declared(spec: Hyperparameter) -> Hyperparameter:
 
 
 def _values_equal(a, b) -> bool:
-    """MATLAB ``isequal``: numeric class does not matter, shapes and values do."""
+    """MATLAB ``isequal``: the numeric class does not matter, MATLAB sizes and values do (``[2]`` equals ``2``)."""
+    if isinstance(a, tuple) or isinstance(b, tuple):
+        return (isinstance(a, tuple) and isinstance(b, tuple) and len(a) == len(b)
+                and all(_values_equal(x, y) for x, y in zip(a, b)))
     if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
-        a_arr, b_arr = np.asarray(a if a is not None else []), np.asarray(b if b is not None else [])
-        return a_arr.size == b_arr.size == 0 or (a_arr.shape == b_arr.shape and np.array_equal(a_arr, b_arr))
-    if isinstance(a, str) != isinstance(b, str) or isinstance(a, tuple) != isinstance(b, tuple):
+        a_arr, b_arr = (np.zeros((0, 0)) if v is None else np.asarray(v) for v in (a, b))
+        dims = matlab_dims(a_arr)
+        return dims == matlab_dims(b_arr) and np.array_equal(a_arr.reshape(dims), b_arr.reshape(dims))
+    if isinstance(a, str) != isinstance(b, str):
         return False
     return a == b
+
+
+def _is_empty(value) -> bool:
+    """MATLAB ``isempty``: None, ``''``, an empty cell or an empty array."""
+    if isinstance(value, np.ndarray):
+        return value.size == 0
+    return value is None or (isinstance(value, (str, tuple)) and not value)
 
 
 def _format_value(value) -> str:
@@ -214,14 +239,20 @@ def _format_value(value) -> str:
 
 
 def _command_line_value(spec: Hyperparameter, value) -> str:
-    """Flag value: integers plainly, logicals true/false, doubles so that they round-trip."""
-    if isinstance(value, bool):
+    """Flag value by MATLAB class: logicals true/false, numbers plainly (doubles so that they round-trip), text.
+
+    Anything else (arrays of several elements, cells, structs) is an error, as in MATLAB.
+    """
+    cls = spec.matlab_class or infer_matlab_class(value)
+    value = _one_element(value) if isinstance(value, np.ndarray) else value
+    if cls == "char":
+        return value
+    if cls == "logical" and isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, float):
-        return repr(value)
-    if isinstance(value, np.ndarray):
-        raise ValidationError(f"hyperparameter {spec.name} holds an array and cannot be a command-line flag")
-    return str(value)
+    if cls in NUMERIC_CLASSES and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return repr(value) if isinstance(value, float) else str(value)
+    raise ValidationError(f"hyperparameter {spec.name} holds {_format_value(value)} (MATLAB {cls}); only single "
+                          f"numbers, logicals and text can be command-line flags")
 
 
 class RunParams:
@@ -289,6 +320,12 @@ class RunParams:
 
     def __dir__(self):
         return list(super().__dir__()) + self.parameter_names()
+
+    def __copy__(self) -> "RunParams":
+        return self.copy()
+
+    def __deepcopy__(self, memo) -> "RunParams":
+        return self.copy()
 
     def copy(self, **changes) -> "RunParams":
         """A copy with some values changed (RunParams is a value class in MATLAB)."""
@@ -383,12 +420,10 @@ class RunParams:
             value = self._values[p.name]
             if not p.name.startswith("c_") or p.name in omit:
                 continue
-            if value is None or (hasattr(value, "__len__") and len(value) == 0):
-                continue
-            if p.hidden and _values_equal(value, p.default):
+            if _is_empty(value) or (p.hidden and _values_equal(value, p.default)):
                 continue
             if p.name in _SCALED_BY_FLAG and self._values[_SCALED_BY_FLAG[p.name]]:
-                value = value * int(num_datasets)
+                value = min(value * int(num_datasets), _INTEGER_RANGES[p.matlab_class][1])  # MATLAB saturates
             flags.append(f"--{p.name[2:]}={_command_line_value(p, value)}")
         return flags
 
@@ -398,8 +433,9 @@ class RunParams:
         for p in self.PARAMETERS:
             if not p.hidden:
                 groups.setdefault(p.group, []).append(p.name)
-        own = [(g, n) for g, n in groups.items() if g.endswith("Specific Properties")]
-        rest = [(g, n) for g, n in groups.items() if not g.endswith("Specific Properties")]
+        standard = {p.group for p in RunParams.PARAMETERS}
+        own = [(g, n) for g, n in groups.items() if g not in standard]  # subclass groups come first, as in MATLAB
+        rest = [(g, n) for g, n in groups.items() if g in standard]
         return own + [("Computed hashes", ["param_hash", "data_hash"])] + rest
 
     def __repr__(self) -> str:

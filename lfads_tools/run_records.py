@@ -13,12 +13,14 @@ Two sources, in order of preference:
 
 from __future__ import annotations
 
+import functools
 import json
+import os
 import re
 from pathlib import Path
 
-from lds.errors import FileFormatError, LfadsToolsError, MissingFileError
-from lds.fileio import atomic_write_bytes
+from lds.errors import FileFormatError, LfadsToolsError, MissingFileError, ValidationError
+from lds.fileio import check_writable
 
 from .run_params import Hyperparameter, RunParams, coerce_value, json_value
 
@@ -26,12 +28,13 @@ __all__ = [
     "RUN_RECORD_FILE",
     "run_record",
     "run_record_bytes",
-    "write_run_record",
+    "pending_run_record",
     "read_run_record",
     "params_from_record",
     "find_hyperparameters_file",
     "read_lfads_hyperparameters",
     "params_from_lfads_hyperparameters",
+    "lfads_hyperparameter_items",
     "dataset_names_from_lfads_hyperparameters",
 ]
 
@@ -73,13 +76,23 @@ def run_record_bytes(run) -> bytes:
     return json.dumps(run_record(run), sort_keys=True).encode("utf-8")
 
 
-def write_run_record(run, overwrite: bool = False) -> Path:
-    """Write the record atomically; an identical existing record is left as it is."""
+def pending_run_record(run, overwrite: bool = False) -> bytes | None:
+    """The record to write into the run's folder, None when the folder already holds it.
+
+    Raises if it must not be written: its parameters would contradict the folder (they
+    do not hash to the run's ``param_<hash>``), or a different record exists and
+    ``overwrite`` is false.
+    """
+    if run.params.param_hash != run.params_string:
+        reason = run.problem or f"its parameters hash to {run.params.param_hash}, not to its folder"
+        raise ValidationError(f"run {run.name} ({run.params_string}): {reason}; a {RUN_RECORD_FILE} of these "
+                              f"parameters would contradict the folder")
     path = Path(run.path) / RUN_RECORD_FILE
     data = run_record_bytes(run)
     if path.exists() and path.read_bytes() == data:
-        return path
-    return atomic_write_bytes(path, data, overwrite=overwrite)
+        return None
+    check_writable(path, overwrite)
+    return data
 
 
 def _read_json(path, what: str):
@@ -141,19 +154,17 @@ def params_from_record(record: dict, path, params_class: type | None = None) -> 
         raise FileFormatError(f"run record {path}: {exc}") from None
 
 
-def find_hyperparameters_file(output_folder) -> Path | None:
+def find_hyperparameters_file(output_folder) -> str | None:
     """The LFADS ``hyperparameters-<step>.txt`` that describes training (lowest step first)."""
-    folder = Path(output_folder)
     try:
-        names = [(int(m.group(1)), entry.name) for entry in folder.iterdir() if (m := _HPS_NAME.match(entry.name))]
+        names = [(int(m.group(1)), name) for name in os.listdir(output_folder) if (m := _HPS_NAME.match(name))]
     except (FileNotFoundError, NotADirectoryError):
         return None
-    return folder / min(names)[1] if names else None
+    return os.path.join(output_folder, min(names)[1]) if names else None
 
 
 def read_lfads_hyperparameters(path) -> dict:
     """Read one ``hyperparameters-*.txt`` (a JSON object)."""
-    path = Path(path)
     hps = _read_json(path, "LFADS hyperparameters file")
     if not isinstance(hps, dict):
         raise FileFormatError(f"LFADS hyperparameters file {path} holds {type(hps).__name__}; expected a JSON object")
@@ -167,6 +178,17 @@ def dataset_names_from_lfads_hyperparameters(hps: dict, path) -> list[str]:
         raise FileFormatError(f"LFADS hyperparameters file {path} has no list of dataset_names; "
                               f"found {names!r}")
     return [n[:-3] if n.endswith(".h5") else n for n in names]
+
+
+@functools.lru_cache(maxsize=None)
+def _lfads_keys(params_class: type) -> frozenset:
+    return frozenset({"kind"} | {name[2:] for name in params_class._BY_NAME if name.startswith("c_")})
+
+
+def lfads_hyperparameter_items(hps: dict, params_class: type = RunParams) -> tuple:
+    """The ``(key, value)`` pairs of ``hps`` that :func:`params_from_lfads_hyperparameters` uses."""
+    keys = _lfads_keys(params_class)
+    return tuple((k, v) for k, v in hps.items() if k in keys)
 
 
 def params_from_lfads_hyperparameters(hps: dict, path, params_class: type = RunParams,

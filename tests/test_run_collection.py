@@ -102,6 +102,9 @@ def test_find_runs_semantics(rc):
     assert [(r.name, r.param_index) for r in picked] == [("all", 0), ("single_dataset002", 0), ("all", 2),
                                                         ("single_dataset002", 2)]
     assert len(rc.find_runs([True, False, False, True], None)) == 6
+    assert rc.find_runs(None, np.array(["YOs74u"])) == rc.find_runs(None, [2])  # bare hashes in a numpy array
+    assert rc.find_runs(np.array(["all"]), np.array(["param_Z1-4Ne", "UEvXAB"])) == [rc.runs[3, 0], rc.runs[3, 1]]
+    assert rc.find_runs(None, np.array([False, False, True])) == rc.find_runs(None, [2])
     listing = repr(column)
     assert listing.startswith("RunList of 4 runs") and "param_Z1-4Ne" in listing and "dataset003" in listing
 
@@ -176,9 +179,30 @@ def test_run_record_is_never_silently_replaced(rc):
     run.prepare_folder()
     run.run_spec.comment = "unchanged record"
     run.prepare_folder()
-    run.params.c_factors_dim = 3  # the params now disagree with the folder's record
+    record = run.file_run_record.read_bytes()
+    run.datasets[0].n_trials = 6  # the record now differs from what the folder holds
     with pytest.raises(OverwriteError, match="lfads_tools_run.json"):
         run.prepare_folder()
+    assert run.file_run_record.read_bytes() == record
+    run.prepare_folder(overwrite=True)
+    assert json.loads(run.file_run_record.read_text())["datasets"][0]["n_trials"] == 6
+
+
+def test_no_record_contradicts_its_folder(rc):
+    run = rc.runs[0, 0]
+    run.prepare_folder()
+    record = run.file_run_record.read_bytes()
+    run.params.c_factors_dim = 3  # the params no longer hash to the run's folder
+    assert not run.params_known and "now hash to param_" in run.problem
+    for overwrite in (False, True):
+        with pytest.raises(ValidationError, match="would contradict the folder"):
+            run.prepare_folder(overwrite=overwrite)
+    assert run.file_run_record.read_bytes() == record
+    fresh = rc.runs[0, 1]
+    fresh.params.c_gen_dim = 3
+    with pytest.raises(ValidationError, match="would contradict the folder"):
+        fresh.prepare_folder()
+    assert not fresh.path.exists()  # refused before anything was created
 
 
 def test_from_disk_marks_broken_runs_and_keeps_going(rc, tmp_path):
@@ -254,17 +278,20 @@ def write_lfads_run(folder, params, datasets, n_trials=9, T=6, seed=0):
                  kt=2.0, kv=2.5, l2=0.1, kw=min(1.0, (e + 1) / 3), lw=min(1.0, (e + 1) / 3)) for e in range(6)]
     (out / "fitlog.csv").write_text("".join(ROW.format(**r) for r in rows))
     truth = {}
+    rebin = int(params.spikeBinMs)  # original bins of 1 ms
     for name, channels in datasets:
         valid = np.arange(1, n_trials + 1, params.trainToTestRatio + 1)  # 1-based, as MATLAB writes them
         train = np.setdiff1d(np.arange(1, n_trials + 1), valid)
+        counts = rng.poisson(0.3, (channels, T * rebin, n_trials))  # neurons x original bins x trials
+        summed = counts.reshape(channels, T, rebin, n_trials).sum(axis=2).transpose(2, 1, 0)  # trials x T x neurons
         with h5py.File(inp / f"lfads_{name}.h5", "w") as f:
-            f["train_data"] = rng.poisson(1, (len(train), T, channels)).astype(np.int64)
-            f["valid_data"] = rng.poisson(1, (len(valid), T, channels)).astype(np.int64)
+            f["train_data"] = summed[train - 1].astype(np.int64)
+            f["valid_data"] = summed[valid - 1].astype(np.int64)
             f["train_inds"] = train.astype(np.float64)
             f["valid_inds"] = valid.astype(np.float64)
         scipy.io.savemat(inp / f"inputInfo_{name}.mat", {
             "trainInds": train[None, :], "validInds": valid[None, :], "paramInputDataHash": params.data_hash[5:],
-            "seq_timeVector": np.arange(0, T * params.spikeBinMs, 1.0)[None, :], "seq_binSizeMs": 1.0,
+            "seq_timeVector": np.arange(0, T * rebin, 1.0)[None, :], "seq_binSizeMs": 1.0, "counts": counts,
             "conditionId": (np.arange(n_trials) % 3)[None, :]})
         rates = {}
         for split, inds in (("train", train), ("valid", valid)):
@@ -393,6 +420,13 @@ def test_on_disk_detects_model_files(rc):
     assert disk["model_params"] and disk["lfads_torch_checkpoint"] and not disk["posterior_means"]
     assert run.lfads_torch_checkpoint() == ckpt_dir / "12-3400.ckpt"
     assert "model_params, lfads_torch_checkpoint" in repr(run)
+    os.symlink(run.path / "gone.ckpt", ckpt_dir / "99-9999.ckpt")  # a dangling link is not a checkpoint
+    assert run.lfads_torch_checkpoint() == ckpt_dir / "12-3400.ckpt"
+    other = rc.runs[1, 0]
+    other.prepare_folder()
+    os.symlink(other.path / "gone.ckpt", other.path_lfads_output / "last.ckpt")
+    assert not other.on_disk()["lfads_torch_checkpoint"] and "nothing yet" in repr(other)
+    assert other.lfads_torch_checkpoint() is None and "param_Z1-4Ne/single_dataset002" in rc.runs_table()
     assert os.path.relpath(run.path, rc.path) == "param_Z1-4Ne/single_dataset001"
 
 
@@ -457,3 +491,182 @@ def test_lfads_torch_run_folder(rc):
     assert run.on_disk()["posterior_means"]
     pm = run.load_posterior_means()["dataset002"]
     np.testing.assert_allclose(pm.rates[4], arrays["train", "output_params"][2] * 1000 / run.params.spikeBinMs)
+
+
+# ---- parameters LFADS does not record, datasets per folder, Run results ------------------------------------
+
+def _drop_counts(info_file):
+    info = {k: v for k, v in scipy.io.loadmat(info_file).items() if not k.startswith("__") and k != "counts"}
+    scipy.io.savemat(info_file, info)
+
+
+def test_lfads_made_run_with_parameters_lfads_does_not_record(tmp_path):
+    params = RunParams(**SMALL, c_factors_dim=8, spikeBinMs=10, trainToTestRatio=3, useAlignmentMatrix=True)
+    folder = tmp_path / "rc" / params.param_hash / "all"
+    truth, _ = write_lfads_run(folder, params, [("dsA", 4), ("dsB", 3)])
+    rc = RunCollection.from_disk(tmp_path, "rc", progress=False)
+    run = rc.find_runs("all", 0)
+    assert run.params_string == params.param_hash and not run.params_known
+    assert "spikeBinMs" in run.problem and "are unknown" in run.problem and "are unknown" in rc.runs_table()
+    assert params.data_hash not in repr(run) + repr(rc) and "data_?????? (unknown)" in repr(run)
+    with pytest.raises(ValidationError, match="data hash is unknown"):
+        run.path_common_data
+    # the bin width comes from the input info: 60 original 1-ms bins make 6 LFADS bins, summed by 10 (9 also fits
+    # the bin counts; the spike counts tell them apart)
+    means = run.load_posterior_means()
+    for name in ("dsA", "dsB"):
+        for split in ("train", "valid"):
+            inds, rates = truth[name][split]
+            np.testing.assert_allclose(means[name].rates[inds - 1], rates * 1000 / 10)
+        np.testing.assert_array_equal(means[name].time, np.arange(0, 60, 10.0))
+    # nothing is written that would contradict the folder
+    before = sorted(folder.rglob("*"))
+    with pytest.raises(ValidationError, match="would contradict the folder"):
+        run.prepare_folder(overwrite=True)
+    assert sorted(folder.rglob("*")) == before
+    # the bin width is never guessed, nor the split rule used with an unknown trainToTestRatio
+    _drop_counts(run.path_lfads_input / "inputInfo_dsA.mat")
+    with pytest.raises(ValidationError, match=r"spikeBinMs is unknown: 60 original bins .* any of \[9, 10\]"):
+        run.load_posterior_means()
+    (run.path_lfads_input / "inputInfo_dsA.mat").unlink()
+    with pytest.raises(ValidationError, match="spikeBinMs is unknown .* inputInfo_dsA.mat"):
+        run.load_posterior_means()
+    # declared parameters complete the run: it loads with them and can be given a record
+    rc.add_params(params)
+    run = rc.find_runs("all", 0)
+    assert run.params_known and run.problem is None and params.data_hash in repr(run)
+    inds, rates = truth["dsA"]["valid"]
+    np.testing.assert_allclose(run.load_posterior_means()["dsA"].rates[inds - 1], rates * 100)
+    run.prepare_folder()
+    again = RunCollection.from_disk(tmp_path, "rc", progress=False).find_runs("all", 0)
+    assert again.source == "record" and again.problem is None and again.params.spikeBinMs == 10
+
+
+def test_folders_with_the_same_lfads_hyperparameters_get_their_own_params(tmp_path):
+    sweep = RunParams(**SMALL).sweep(spikeBinMs=[2, 10])  # only what LFADS does not record differs
+    for p in sweep:
+        for run_name in ("a", "b"):
+            write_lfads_run(tmp_path / "rc" / p.param_hash / run_name, p, [("dsA", 2)])
+    rc = RunCollection.from_disk(tmp_path, "rc", progress=False)
+    default, binned = (rc.find_runs("a", p.param_hash) for p in sweep)
+    assert default.params_known and default.problem is None and not binned.params_known
+    assert binned.params is not default.params and rc.find_runs("b", sweep[1].param_hash).params is binned.params
+    binned.params.c_gen_dim = 3
+    assert default.params.c_gen_dim == 64
+
+
+def test_unknown_bin_width_found_from_bin_counts_alone(tmp_path):
+    params = RunParams(**SMALL, spikeBinMs=4)
+    truth, _ = write_lfads_run(tmp_path / "rc" / params.param_hash / "one", params, [("dsA", 2)])
+    _drop_counts(tmp_path / "rc" / params.param_hash / "one" / "lfadsInput" / "inputInfo_dsA.mat")
+    run = RunCollection.from_disk(tmp_path, "rc", progress=False).find_runs("one", 0)
+    assert not run.params_known  # 24 original bins give 6 LFADS bins only when summed by 4
+    inds, rates = truth["dsA"]["train"]
+    np.testing.assert_allclose(run.load_posterior_means()[0].rates[inds - 1], rates * 250)
+
+
+def test_runs_of_one_name_keep_the_datasets_of_their_folder(tmp_path):
+    p, q, r = (RunParams(**SMALL, c_factors_dim=d) for d in (8, 4, 2))  # folders param_YOs74u, UEvXAB, Z1-4Ne
+    root = tmp_path / "rc"
+    write_lfads_run(root / p.param_hash / "all", p, [("dsA", 4), ("dsB", 3)])
+    write_lfads_run(root / q.param_hash / "all", q, [("dsA", 4)])
+    write_lfads_run(root / r.param_hash / "all", r, [("dsB", 3), ("dsA", 4)])  # the same datasets, other order
+    rc = RunCollection.from_disk(tmp_path, "rc", progress=False)
+    runs = {run.params_string: run for run in rc.find_runs("all", None)}
+    assert rc.run_specs[0].dataset_names == ["dsA"]  # from the first folder read, param_UEvXAB
+    assert runs[q.param_hash].dataset_names == ["dsA"] and runs[q.param_hash].problem is None
+    assert runs[p.param_hash].dataset_names == ["dsA", "dsB"] and runs[r.param_hash].dataset_names == ["dsB", "dsA"]
+    for other in (p, r):
+        assert "differ from those of the run spec 'all'" in runs[other.param_hash].problem
+    assert runs[r.param_hash].load_posterior_means().names == ["dsB", "dsA"]
+    assert runs[r.param_hash].load_posterior_means()["dsB"].n_neurons == 3
+
+
+def test_fit_lds_checks_before_fitting_and_refits_after_from_disk(lds_rc, tmp_path, monkeypatch):
+    import datetime
+
+    import lds
+
+    options = dict(num_states=2, max_iter=1, progress=False)
+    both, single = lds_rc.find_runs("both", 0), lds_rc.find_runs("single_s2", 0)
+    both.datasets[0].date, both.datasets[0].save_tags, both.datasets[0].subject = datetime.date(2020, 1, 2), (3,), "M"
+    both.fit_lds(**options)
+    lds_rc.dataset_collection.load_info()  # trial and channel counts known now: the record differs
+    both.fit_lds(overwrite=True, **options)
+    record = both.file_run_record.read_bytes()
+    assert b'"n_trials": 1' in record
+
+    single.prepare_folder()
+    single.datasets[0].subject = "changed"
+    fitted = []
+    real_fit = lds.fit_em
+    monkeypatch.setattr(lds, "fit_em", lambda *a, **k: fitted.append(1) or real_fit(*a, **k))
+    with pytest.raises(OverwriteError, match="lfads_tools_run.json"):
+        single.fit_lds(**options)
+    single.params.c_gen_dim = 3
+    with pytest.raises(ValidationError, match="would contradict the folder"):
+        single.fit_lds(overwrite=True, **options)
+    assert not fitted and not single.path_lds.exists()  # refused before the fit
+
+    twin = RunCollection.from_disk(tmp_path / "runs", "lds", progress=False).find_runs("both", 0)
+    first = twin.datasets[0]
+    assert (first.date, first.save_tags, first.subject, first.n_trials) == (datetime.date(2020, 1, 2), (3,), "M", 1)
+    twin.fit_lds(overwrite=True, **options)
+    assert twin.file_run_record.read_bytes() == record and fitted
+
+
+def test_bad_dataset_date_in_a_record_marks_the_run(rc, tmp_path):
+    rc.prepare_folders(progress=False)
+    file = rc.find_runs("all", 0).file_run_record
+    data = json.loads(file.read_text())
+    data["datasets"][0]["date"] = "yesterday"
+    file.write_text(json.dumps(data))
+    again = RunCollection.from_disk(tmp_path / "runs", "exp1", progress=False)
+    assert "not an ISO date" in again.find_runs("all", rc.param_hashes[0]).problem
+    assert sum(1 for r in again.runs.flat if r.problem) == 1
+
+
+def test_load_model_trained_params_in_the_run_dataset_order(tmp_path, dc):
+    from lfads_fixtures import save_lightning_checkpoint, torch_state_dict, write_tf_model_params
+
+    rc = RunCollection(tmp_path / "runs", "x", dc)
+    rc.add_run_spec(RunSpec("pair", ["dataset002", "dataset001"], dc))
+    rc.add_params(RunParams())
+    run = rc.find_runs("pair", 0)
+    run.prepare_folder()
+    values = write_tf_model_params(run.file_model_params, {"dataset001.h5": 4, "dataset002.h5": 6})
+    tf = run.load_model_trained_params()
+    assert list(tf.dataset_names) == ["dataset002", "dataset001"]
+    for i, ds in enumerate(["dataset002.h5", "dataset001.h5"]):
+        np.testing.assert_array_equal(tf.factors_to_logrates_W[i], values["factors_to_logrates_W"][ds])
+    np.testing.assert_array_equal(tf.gen_to_factors_W, values["gen_to_factors_W"])
+
+    run.file_model_params.unlink()
+    folder = run.path_lfads_output / "lightning_checkpoints"
+    folder.mkdir()
+    state = torch_state_dict([6, 4])  # lfads-torch readouts are matched by position: dataset002 first
+    save_lightning_checkpoint(folder / "last.ckpt", state)
+    torch_params = run.load_model_trained_params()
+    assert list(torch_params.dataset_names) == ["dataset002", "dataset001"]
+    for i in range(2):
+        np.testing.assert_array_equal(torch_params.factors_to_logrates_W[i], state[f"readout.{i}.weight"].numpy().T)
+        np.testing.assert_array_equal(torch_params.factors_to_logrates_b[i],
+                                      state[f"readout.{i}.bias"].numpy()[None, :])
+
+
+def test_legacy_posterior_sample_files_are_read(lfads_tree):
+    root, params, truths = lfads_tree
+    rc = RunCollection.from_disk(root, "lorenz", progress=False)
+    run = rc.find_runs("all", params[0].param_hash)
+    for split in ("train", "valid"):
+        new = run.path_lfads_output / f"model_runs_dataset001.h5_{split}_posterior_sample_and_average"
+        new.rename(run.path_lfads_output / f"model_runs_dataset001.h5_{split}_posterior_sample")
+    assert run.on_disk()["posterior_means"]
+    assert run.posterior_mean_files()[0][0].name == "model_runs_dataset001.h5_train_posterior_sample"
+    means = run.load_posterior_means()
+    truth, _ = truths[params[0].param_hash, "all"]
+    for name in ("dataset001", "dataset002"):
+        inds, rates = truth[name]["train"]
+        np.testing.assert_allclose(means[name].rates[inds - 1], rates * 500)
+    with pytest.raises(MissingFileError, match="posterior_push_mean"):  # only the sample-and-average kind falls back
+        run.load_posterior_means(kind="posterior_push_mean")

@@ -2,6 +2,7 @@
 validation, subclassing, command-line flags and display."""
 
 import base64
+import copy
 import hashlib
 import struct
 
@@ -35,8 +36,12 @@ def _oracle_scalar(cls, value):
     if cls == "logical":
         return _oracle_header("logical", (1, 1)) + bytes([1 if value else 0])
     if cls == "char":
-        dims = (1, len(value)) if value else (0, 0)
-        return _oracle_header("char", dims) + b"".join(struct.pack("<H", ord(c)) for c in value)
+        units = []
+        for c in value:  # UTF-16 by hand: code points from U+10000 take a surrogate pair
+            cp = ord(c)
+            units += [cp] if cp < 0x10000 else [0xD800 + ((cp - 0x10000) >> 10), 0xDC00 + ((cp - 0x10000) & 0x3FF)]
+        dims = (1, len(units)) if units else (0, 0)
+        return _oracle_header("char", dims) + b"".join(struct.pack("<H", u) for u in units)
     return _oracle_header(cls, (1, 1)) + struct.pack("<" + _FORMATS[cls], value)
 
 
@@ -144,10 +149,14 @@ def test_integer_downsizing_boundaries():
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.text(st.characters(max_codepoint=0xFFFF, exclude_categories=("Cs",)), max_size=20), st.booleans())
+@given(st.text(st.characters(exclude_categories=("Cs",)), max_size=20), st.booleans())
 def test_char_and_logical_encodings(text, flag):
     assert serialize(text, "char") == _oracle_scalar("char", text)
     assert serialize(flag, "logical") == _oracle_scalar("logical", flag)
+
+
+def test_char_length_counts_utf16_code_units():
+    assert serialize("a\U0001F600", "char")[4:28] == struct.pack("<3Q", 2, 1, 3)  # MATLAB: 1x3 char
 
 
 def test_empty_values_and_cells():
@@ -211,6 +220,37 @@ def test_subclass_parameters_join_hashes_only_when_changed():
     assert "HandParams Specific Properties" in repr(sub).split("Computed hashes")[0]
 
 
+def test_one_element_values_equal_scalars_as_in_matlab_isequal():
+    assert RunParams(spikeBinMs=[2]).param_hash == "param_T4MzIi"  # [2] is 2 in MATLAB: the default
+    assert RunParams(spikeBinMs=np.array([[10.0]])).param_hash == RunParams(spikeBinMs=10).param_hash
+    assert RunParams(c_batch_size=[150]).c_batch_size == 150 and RunParams(useAlignmentMatrix=[True]).useAlignmentMatrix
+    assert isinstance(RunParams(spikeBinMs=np.array([5])).spikeBinMs, float)
+    # a 1x2 row is the default (-100, 500) however it is nested; a 2x1 column is not
+    assert HandParams(c_window_ms=[[-100, 500]]).differences() == {}
+    assert HandParams(c_window_ms=np.array([[-100], [500]])).param_hash != HandParams().param_hash
+    assert RunParams(alignmentExtraArgs=[np.array([1.0]), "x"]) == RunParams(alignmentExtraArgs=[1, "x"])
+
+
+def test_copy_module_gives_independent_params_with_fresh_hashes():
+    original = RunParams(c_factors_dim=8)
+    before = original.param_hash
+    for twin in (copy.copy(original), copy.deepcopy(original)):
+        twin.c_factors_dim = 4
+        assert twin.param_hash == RunParams(c_factors_dim=4).param_hash
+        assert original.c_factors_dim == 8 and original.param_hash == before
+
+
+def test_subclass_groups_are_shown_before_the_standard_ones():
+    class Windowed(RunParams):
+        EXTRA_PARAMETERS = (Hyperparameter("windowMs", "double", (-100, 500), group="Windows"),
+                            Hyperparameter("c_extra_scale", "double", 1, group="Optimization"))
+
+    text = repr(Windowed())
+    assert text.index("Windows") < text.index("Computed hashes")
+    optimization = text[text.index("   Optimization"):text.index("   Overfitting")]
+    assert "c_extra_scale" in optimization  # a standard title gathers the subclass parameter in that group
+
+
 def test_subclass_cannot_redeclare():
     with pytest.raises(ValidationError, match="c_batch_size"):
         class Bad(RunParams):
@@ -260,6 +300,29 @@ def test_command_line_options():
     assert all(f.startswith("--") and "=" in f for f in flags)
 
 
+def test_command_line_values_by_matlab_class():
+    flags = RunParams(c_learning_rate_init=np.array(0.5), c_co_prior_var_scale=np.array(0.2),
+                      c_debug_reduce_timesteps_to=7).command_line_options()
+    assert {"--learning_rate_init=0.5", "--co_prior_var_scale=0.2", "--debug_reduce_timesteps_to=7"} <= set(flags)
+    # uint32 step counts scaled by the number of datasets saturate as in MATLAB
+    assert "--kl_increase_steps=4294967295" in RunParams(c_kl_increase_steps=4294967295).command_line_options(2)
+    for value in ([0.1], (0.1, 0.2), {"a": 1}, np.array([0.1, 0.2])):
+        params = RunParams(c_co_prior_var_scale=value)
+        with pytest.raises(ValidationError, match="c_co_prior_var_scale holds .* only single numbers"):
+            params.command_line_options()
+        assert params.command_line_options(omit=["c_co_prior_var_scale"])
+
+
+def test_subclass_c_parameters_become_flags():
+    class Flagged(RunParams):
+        EXTRA_PARAMETERS = (Hyperparameter("c_extra_dim", "uint16", 3), Hyperparameter("c_extra_on", "logical", False),
+                            Hyperparameter("c_extra_name", "char", "abc"), Hyperparameter("useExtra", "logical", True))
+
+    flags = Flagged(c_extra_dim=7).command_line_options()
+    assert {"--extra_dim=7", "--extra_on=false", "--extra_name=abc"} <= set(flags)
+    assert not any("useExtra" in f for f in flags)
+
+
 def test_repr_is_grouped_and_shows_hashes():
     text = repr(RunParams(**SINGLE_SESSION, name="small"))
     assert text.startswith('RunParams param_YOs74u data_4MaTKO "small"')
@@ -272,3 +335,106 @@ def test_repr_is_grouped_and_shows_hashes():
     assert positions == sorted(positions)
     assert "c_in_factors_dim" not in text  # hidden
     assert RunParams().short_differences() == "default"
+
+
+# ---- the hyperparameter table of the reference (section 6.1), written out from its text -------------
+
+# (name, MATLAB class or None for untyped, default, hidden, P: param hash, D: data hash, CLI flag)
+# CLI: "yes" always emitted, "set" only while non-empty / changed (hidden), "no" never.
+REFERENCE_TABLE = [
+    ("name", "char", "", False, False, False, "no"),
+    ("version", "uint32", 20171107, False, False, False, "no"),
+    ("spikeBinMs", "double", 2, False, True, True, "no"),
+    ("c_allow_gpu_growth", "logical", True, False, True, False, "yes"),
+    ("c_max_ckpt_to_keep", "uint16", 5, False, True, False, "yes"),
+    ("c_max_ckpt_to_keep_lve", "uint16", 5, False, True, False, "yes"),
+    ("c_device", "char", "/gpu:0", False, True, False, "yes"),
+    ("c_learning_rate_init", "double", 0.01, False, True, False, "yes"),
+    ("c_learning_rate_decay_factor", "double", 0.98, False, True, False, "yes"),
+    ("c_learning_rate_n_to_compare", "uint16", 6, False, True, False, "yes"),
+    ("c_learning_rate_stop", "double", 0.00001, False, True, False, "yes"),
+    ("c_max_grad_norm", "double", 200, False, True, False, "yes"),
+    ("trainToTestRatio", "uint16", 4, False, True, True, "no"),
+    ("c_batch_size", "uint16", 256, False, True, False, "yes"),
+    ("c_cell_clip_value", "double", 5, False, True, False, "yes"),
+    ("c_temporal_spike_jitter_width", "uint16", 0, False, True, False, "yes"),
+    ("c_keep_prob", "double", 0.95, False, True, False, "yes"),
+    ("c_l2_gen_scale", "double", 500, False, True, False, "yes"),
+    ("c_l2_con_scale", "double", 500, False, True, False, "yes"),
+    ("c_co_mean_corr_scale", "double", 0, False, True, False, "yes"),
+    ("c_kl_ic_weight", "double", 1, False, True, False, "yes"),
+    ("c_kl_co_weight", "double", 1, False, True, False, "yes"),
+    ("c_kl_start_step", "uint32", 0, False, True, False, "yes"),
+    ("c_kl_increase_steps", "uint32", 900, False, True, False, "yes"),
+    ("c_l2_start_step", "uint32", 0, False, True, False, "yes"),
+    ("c_l2_increase_steps", "uint32", 900, False, True, False, "yes"),
+    ("scaleIncreaseStepsWithDatasets", "logical", True, False, True, True, "no"),
+    ("scaleStartStepWithDatasets", "logical", True, False, True, True, "no"),
+    ("c_ext_input_dim", "uint16", 0, False, True, False, "yes"),
+    ("c_inject_ext_input_to_gen", "logical", False, False, True, False, "yes"),
+    ("c_co_dim", "uint16", 4, False, True, False, "yes"),
+    ("c_prior_ar_atau", "double", 10, False, True, False, "yes"),
+    ("c_do_train_prior_ar_atau", "logical", True, False, True, False, "yes"),
+    ("c_prior_ar_nvar", "double", 0.1, False, True, False, "yes"),
+    ("c_do_train_prior_ar_nvar", "logical", True, False, True, False, "yes"),
+    ("c_do_causal_controller", "logical", False, False, True, False, "yes"),
+    ("c_do_feed_factors_to_controller", "logical", True, False, True, False, "yes"),
+    ("c_feedback_factors_or_rates", "char", "factors", False, True, False, "yes"),
+    ("c_controller_input_lag", "uint16", 1, False, True, False, "yes"),
+    ("c_ci_enc_dim", "uint16", 128, False, True, False, "yes"),
+    ("c_con_dim", "uint16", 128, False, True, False, "yes"),
+    ("c_co_prior_var_scale", None, 0.1, False, True, False, "yes"),
+    ("c_num_steps_for_gen_ic", "uint32", 4294967295, False, True, False, "yes"),
+    ("c_ic_dim", "uint16", 64, False, True, False, "yes"),
+    ("c_ic_enc_dim", "uint16", 128, False, True, False, "yes"),
+    ("c_ic_prior_var_min", "double", 0.1, False, True, False, "yes"),
+    ("c_ic_prior_var_scale", "double", 0.1, False, True, False, "yes"),
+    ("c_ic_prior_var_max", "double", 0.1, False, True, False, "yes"),
+    ("c_ic_post_var_min", "double", 0.0001, False, True, False, "yes"),
+    ("c_cell_weight_scale", "double", 1.0, False, True, False, "yes"),
+    ("c_gen_dim", "uint16", 100, False, True, False, "yes"),
+    ("c_gen_cell_input_weight_scale", "double", 1.0, False, True, False, "yes"),
+    ("c_gen_cell_rec_weight_scale", "double", 1.0, False, True, False, "yes"),
+    ("c_factors_dim", "uint16", 50, False, True, True, "yes"),
+    ("c_output_dist", "char", "poisson", False, True, False, "yes"),
+    ("c_do_train_readin", "logical", True, False, True, False, "yes"),
+    ("useAlignmentMatrix", "logical", False, False, True, True, "no"),
+    ("useSingleDatasetAlignmentMatrix", "logical", False, False, True, True, "no"),
+    ("alignmentApproach", "char", "regressGlobalPCs", False, True, True, "no"),
+    ("alignmentExtraArgs", "cell", (), False, True, True, "no"),
+    ("posterior_mean_kind", "char", "posterior_sample_and_average", False, False, False, "no"),
+    ("num_samples_posterior", None, 512, False, False, False, "no"),
+    ("c_tf_debug_cli", "logical", False, False, False, False, "yes"),
+    ("c_tf_debug_tensorboard", "logical", False, False, False, False, "yes"),
+    ("c_tf_debug_tensorboard_hostport", "char", "localhost:6064", False, False, False, "yes"),
+    ("c_tf_debug_dump_root", None, "", False, False, False, "set"),
+    ("c_debug_verbose", None, False, False, False, False, "yes"),
+    ("c_debug_reduce_timesteps_to", None, None, False, False, False, "set"),
+    ("c_debug_print_each_step", None, False, False, False, False, "yes"),
+    ("c_in_factors_dim", "uint16", 50, True, True, False, "set"),
+    ("setInFactorsMatchDataForSingleDataset", "logical", False, True, True, True, "no"),
+]
+
+
+def _changed(default):
+    """A value other than the default, of the same kind."""
+    if isinstance(default, bool):
+        return not default
+    if isinstance(default, (int, float)):
+        return default - 1 if default >= 1 else default + 1
+    if isinstance(default, str):
+        return default + "x"
+    return 7 if default is None else ("x",)
+
+
+def test_hyperparameter_table_matches_the_reference():
+    assert [(p.name, p.matlab_class, p.default, p.hidden) for p in RunParams.PARAMETERS] == [
+        row[:4] for row in REFERENCE_TABLE]
+    defaults = RunParams().command_line_options()
+    for name, _, default, _, in_param_hash, in_data_hash, cli in REFERENCE_TABLE:
+        changed = RunParams(**{name: _changed(default)})
+        assert (name in changed.hash_struct(), name in changed.data_hash_struct()) == (in_param_hash, in_data_hash)
+        flag = f"--{name[2:]}="
+        emitted = (any(f.startswith(flag) for f in defaults), any(f.startswith(flag) for f in
+                                                                   changed.command_line_options()))
+        assert emitted == {"yes": (True, True), "set": (False, True), "no": (False, False)}[cli], name
