@@ -136,6 +136,8 @@ def test_online_orthogonalized_output_sessions_and_errors():
         online.step(np.zeros(5))
     with pytest.raises(ValidationError, match="infinite"):
         online.step(np.full(6, np.inf))
+    with pytest.raises(ValidationError, match="real numbers"):
+        online.step(["a"] * 6)
     with pytest.raises(ValidationError, match="KalmanParams"):
         lds.OnlineKalmanFilter({"A": 1})
 
@@ -150,3 +152,43 @@ def test_orthogonalize_and_online_filter_on_cuda():
     expected = lds.orthogonalize(p, lds.kalman_filter(p, y[:10]))[0]
     assert torch.allclose(means.cpu(), expected, atol=1e-10)
     assert lds.orthogonalize(on_gpu, expected.cuda())[0].is_cuda
+
+
+@pytest.mark.parametrize("orthogonalize", [False, True])
+def test_online_float32_parameters_with_float64_samples(orthogonalize):
+    """Float64 samples (torch and NumPy) are cast: float32 results, through the steady state and a NaN."""
+    p, y = data(T=120, offsets=True)
+    y = y.clone()
+    y[100, 2] = float("nan")
+    single = lds.OnlineKalmanFilter(p.to(dtype=torch.float32), orthogonalize=orthogonalize)
+    double = lds.OnlineKalmanFilter(p, orthogonalize=orthogonalize)
+    for t in range(len(y)):
+        if t == 100:
+            assert single.at_steady_state  # the NaN sample arrives at the steady state
+        mean, cov = single.step(y[t].numpy() if t % 2 else y[t])
+        expected_mean, expected_cov = double.step(y[t])
+        assert mean.dtype == cov.dtype == torch.float32
+        np.testing.assert_allclose(mean.numpy(), expected_mean.numpy(), rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(cov.numpy(), expected_cov.numpy(), rtol=1e-4, atol=1e-6)
+    assert single.mean.dtype == single.covariance.dtype == torch.float32
+    assert float(single.log_likelihood) == pytest.approx(float(double.log_likelihood), rel=1e-5)
+
+
+def test_online_results_and_state_copies_do_not_change_the_filter():
+    p, y = data(T=80)
+    y = y.clone()
+    y[70] = float("nan")  # a full step after the steady state, from the kept state
+    online, untouched = lds.OnlineKalmanFilter(p), lds.OnlineKalmanFilter(p)
+    for t in range(len(y)):
+        if t == 70:
+            assert online.at_steady_state
+        mean, cov = online.step(y[t])
+        expected_mean, expected_cov = untouched.step(y[t])
+        assert torch.equal(mean, expected_mean) and torch.equal(cov, expected_cov)
+        mean.add_(100.0)
+        online.mean.add_(100.0)
+        online.covariance.mul_(3.0)
+        if not online.at_steady_state:  # the steady covariance is one constant tensor (see step)
+            cov.mul_(3.0)
+    assert torch.equal(online.mean, untouched.mean) and torch.equal(online.covariance, untouched.covariance)
+    assert float(online.log_likelihood) == float(untouched.log_likelihood)
