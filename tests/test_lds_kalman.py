@@ -154,8 +154,16 @@ def test_bad_input_gets_clear_errors():
         lds.kalman_filter(p, np.zeros((10, 4)))
     with pytest.raises(ShapeError, match=r"\[T, N\]"):
         lds.kalman_filter(p, np.zeros(10))
-    with pytest.raises(ShapeError, match="no time steps"):
+    with pytest.raises(ShapeError, match=r"y has no time steps \(shape \(0, 3\)\)"):
         lds.kalman_filter(p, np.zeros((0, 3)))
+    with pytest.raises(ShapeError, match=r"empty batch \(shape \(0, 4, 3\)\)"):
+        lds.kalman_filter(p, np.zeros((0, 4, 3)))
+    with pytest.raises(ShapeError, match=r"y\[0\] has no time steps"):
+        lds.kalman_smoother(p, torch.zeros(2, 0, 3))
+    with pytest.raises(ShapeError, match=r"y\[1\] has no time steps"):
+        lds.log_likelihood(p, [y, np.zeros((0, 3))])
+    with pytest.raises(ShapeError, match="empty batch"):
+        lds.fit_em(np.zeros((0, 4, 3)), num_states=2, progress=False)
     bad = y.copy()
     bad[4, 1] = np.inf
     with pytest.raises(ValidationError, match="infinite values.*time 4, observation 1"):
