@@ -30,7 +30,9 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass
+from typing import Mapping
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
@@ -224,9 +226,20 @@ def _missing_entry_moments(model: SessionModel, y, x, P):
 
 # ---- M-step ------------------------------------------------------------------------
 def _estimate_set(estimate) -> frozenset:
+    """The symbols to estimate from ``None``, a name, names, or a mapping name -> bool (see :func:`fit_em`)."""
     if estimate is None:
         return DEFAULT_ESTIMATE
-    names = [estimate] if isinstance(estimate, str) else list(estimate)
+    if isinstance(estimate, Mapping):
+        not_bool = {n: v for n, v in estimate.items() if not isinstance(v, (bool, np.bool_))}
+        if not_bool:
+            raise ValidationError(f"estimate as a mapping needs True or False for each parameter; got {not_bool}")
+        flags = dict(zip(_symbols(list(estimate)), estimate.values()))
+        return frozenset(s for s in ALL_PARAMETERS if flags.get(s, s in DEFAULT_ESTIMATE))
+    return frozenset(_symbols([estimate] if isinstance(estimate, str) else list(estimate)))
+
+
+def _symbols(names: list) -> list:
+    """``A, b, C, ...`` for symbols or long field names; unknown names are an error."""
     symbols = [_LONG_NAMES.get(n, n) for n in names]
     unknown = [n for n, s in zip(names, symbols) if s not in ALL_PARAMETERS]
     if unknown:
@@ -234,7 +247,7 @@ def _estimate_set(estimate) -> frozenset:
             f"estimate got unknown parameter names {unknown}; choose from {list(ALL_PARAMETERS)} "
             "or the long field names"
         )
-    return frozenset(symbols)
+    return symbols
 
 
 def _right_solve(B, M, what):
@@ -262,7 +275,7 @@ def _residual_covariance(sum_yy, sum_yx, sum_xx, sum_y, sum_x, n, gain, offset):
 def m_step(params: KalmanParams, stats: SufficientStatistics, estimate=None) -> KalmanParams:
     """M-step: new parameters maximizing the expected complete-data log-likelihood.
 
-    ``estimate`` is a subset of ``A, b, C, d, Q, R, m0, V0`` (or long names); the
+    ``estimate`` selects among ``A, b, C, d, Q, R, m0, V0`` as in :func:`fit_em`; the
     other parameters are kept. Default: all but the offsets ``b`` and ``d``.
     """
     est = _estimate_set(estimate)
@@ -326,7 +339,10 @@ def fit_em(y, params: KalmanParams | None = None, num_states: int | None = None,
     sessions) a dict of those. ``params``: the starting point (not modified); when
     None, a stochastic subspace identification with ``num_states`` states
     (:func:`lds.subspace_identification`) starts EM. ``estimate``: the parameters to
-    update (default all but the offsets). EM stops when the relative change of the
+    update, as names (symbols ``A, b, C, d, Q, R, m0, V0`` or long field names), or as a
+    mapping name -> bool that switches parameters on or off relative to the default,
+    like the reference's ``ParametersToEstimate`` (``{"b": True, "R": False}``: all but
+    ``d`` and ``R``); default all but the offsets. EM stops when the relative change of the
     log-likelihood, ``(LL_i - LL_{i-1}) / max(|LL_{i-1}|, 1)``, is below ``tol``, or after
     ``max_iter`` iterations (``max_iter=1`` gives one history entry and the
     once-updated parameters).

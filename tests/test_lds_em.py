@@ -205,6 +205,16 @@ def test_estimate_subsets_and_offsets():
                        atol=0.2)
     with pytest.raises(UnknownParameterError, match="'Z'"):
         lds.fit_em(y, start, estimate=["A", "Z"], progress=False)
+    # a mapping name -> bool switches parameters on or off relative to the default (all but b, d)
+    flags = {"A": True, "b": False, "C": False, "measurement_noise_covariance": False, "d": True}
+    switched = lds.fit_em(y, start, max_iter=2, estimate=flags, progress=False).params
+    assert torch.equal(switched.C, start.C) and torch.equal(switched.R, start.R) and switched.b is None
+    assert not torch.equal(switched.A, start.A) and not torch.equal(switched.Q, start.Q) and switched.d.shape == (3,)
+    assert switched == lds.fit_em(y, start, max_iter=2, estimate=["A", "d", "Q", "m0", "V0"], progress=False).params
+    with pytest.raises(ValidationError, match="True or False.*'A': 1"):
+        lds.fit_em(y, start, estimate={"A": 1}, progress=False)
+    with pytest.raises(UnknownParameterError, match="'Z'"):
+        lds.fit_em(y, start, estimate={"Z": True}, progress=False)
 
 
 def test_initialization_batches_lists_sessions_and_progress_bar(capsys):
