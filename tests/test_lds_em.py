@@ -44,23 +44,29 @@ def sqrt_counts(T, N, seed):
     return np.sqrt(counts + 0.5)
 
 
-@pytest.mark.parametrize("offsets", [False, True])
-def test_one_em_step_matches_oracle(offsets):
+@pytest.mark.parametrize("offsets, estimated", [((), False), (("b", "d"), True), (("b",), True), (("d",), True),
+                                                (("b", "d"), False), (("b",), False), (("d",), False)],
+                         ids=["none", "both", "b", "d", "both-fixed", "b-fixed", "d-fixed"])
+def test_one_em_step_matches_oracle(offsets, estimated):
+    """Without offsets, with both or either alone (a missing one is zero), estimated or kept fixed."""
     truth = lds.random_stable_lds(3, 6, offsets=True, seed=4)
     y = lds.sample_lds(truth, 150, seed=5).observations.numpy()
     start = reference_init(3, 6, seed=1)
-    extra = {}
-    if offsets:
-        rng = np.random.default_rng(3)
-        extra = dict(state_offset=0.1 * rng.normal(size=3), observation_offset=y.mean(0))
+    given = dict(b=("state_offset", 0.1 * np.random.default_rng(3).normal(size=3)),
+                 d=("observation_offset", y.mean(0)))
+    extra = dict(given[name] for name in offsets)
     expected, ll = oracle.em_step(y, start["A"], start["Q"], start["C"], start["R"], start["m0"], start["V0"],
                                   extra.get("state_offset"), extra.get("observation_offset"),
-                                  estimate_offsets=offsets)
-    result = lds.fit_em(y, as_params(start, **extra), max_iter=1, estimate=ALL if offsets else None, progress=False)
+                                  estimate_offsets=estimated)
+    result = lds.fit_em(y, as_params(start, **extra), max_iter=1, estimate=ALL if estimated else None, progress=False)
     assert result.log_likelihoods.shape == (1,) and result.num_iterations == 1 and not result.converged
     assert float(result.log_likelihoods[0]) == pytest.approx(ll, rel=1e-9)
     for name, value in expected.items():
         assert relative_error(getattr(result.params, name).numpy(), value) < 1e-9, name
+    if not estimated:  # fixed offsets are kept as they are, absent ones stay absent
+        for name in ("b", "d"):
+            kept = getattr(result.params, name)
+            assert kept is None if name not in offsets else np.array_equal(kept.numpy(), given[name][1])
 
 
 def test_flagship_shape_one_em_step_and_orthogonalized_smoothing_match_oracle():
@@ -96,6 +102,7 @@ CASES = {
     "offsets": dict(offsets=True, multi=False, missing=False),
     "multi-session": dict(offsets=True, multi=True, missing=False),
     "missing": dict(offsets=False, multi=False, missing=True),
+    "offsets-missing": dict(offsets=True, multi=False, missing=True),
     "multi-session-missing": dict(offsets=False, multi=True, missing=True),
 }
 
