@@ -9,7 +9,8 @@ Deviations from Bonsai.ML.Lds.Torch, each a fix of a flaw the reference notes:
 
 - the log-likelihood history is float64 and only holds values actually computed;
 - convergence is tested *before* the M-step, on the relative change
-  ``(LL_i - LL_{i-1}) / max(|LL_{i-1}|, 1) < tol``, so on convergence the returned parameters
+  ``(LL_i - LL_{i-1}) / max(|LL_{i-1}|, 1) <= tol`` (with ``tol = 0``: once the likelihood
+  stops increasing), so on convergence the returned parameters
   are those of the last history entry; a decrease beyond round-off (a relative drop above
   1000 eps of the dtype) raises a
   :class:`~lds.errors.LikelihoodDecreaseWarning`, stops EM and returns the best
@@ -38,7 +39,7 @@ from tqdm.auto import tqdm
 
 from .containers import DatasetList
 from .checkpoint import EMCheckpoints, data_fingerprint
-from .errors import LikelihoodDecreaseWarning, UnknownParameterError, ValidationError
+from .errors import LikelihoodDecreaseWarning, NotPositiveDefiniteError, UnknownParameterError, ValidationError
 from .fast import SessionKernel, data_moments, split_trials
 from .kalman import SessionModel, _check_method, cholesky, filter_trial, session_models, smooth_trial, symmetrize
 from .observations import prepare
@@ -302,6 +303,7 @@ def m_step(params: KalmanParams, stats: SufficientStatistics, estimate=None) -> 
                                "the expected second moment of the states" + (f" of session {name!r}" if name else ""))
             if "R" in est:
                 R = _residual_covariance(s.sum_yy, s.sum_yx, s.sum_xx, s.sum_y, s.sum_x, s.num_steps, C, d)
+                _check_estimated_noise(R, s.num_steps, name)
         Cs.append(C)
         ds.append(d)
         Rs.append(R)
@@ -315,6 +317,37 @@ def m_step(params: KalmanParams, stats: SufficientStatistics, estimate=None) -> 
         initial_mean=m0, initial_covariance=V0, dataset_names=params.dataset_names,
         dtype=params.dtype, device=params.device,
     )
+
+
+def _check_estimated_noise(R: torch.Tensor, num_steps: int, name) -> None:
+    """A clear error when the M-step's R is singular (too little data for a full R)."""
+    if int(torch.linalg.cholesky_ex(R)[1]) != 0:
+        N = R.shape[0]
+        where = f" of session {name!r}" if name else ""
+        raise NotPositiveDefiniteError(
+            f"the estimated measurement_noise_covariance{where} ({N} x {N}, from {num_steps} time steps) is not "
+            f"positive definite: too few (non-missing) time steps, or observations that do not span all {N} "
+            "dimensions, to estimate a full R; give more data or keep R fixed (leave 'R' out of estimate)"
+        )
+
+
+def _check_enough_steps(params: KalmanParams, data, est) -> None:
+    """Refuse complete data too short for the estimated R: with C estimated, R's rank is at most the data's."""
+    if not {"C", "R"} <= est:
+        return
+    Ns = params.num_observations if params.is_multi_session else [params.num_observations]
+    for s, N in enumerate(Ns):
+        trials = [y for y, i in zip(data.trials, data.sessions) if i == s]
+        if not trials or any(bool(torch.isnan(y).any()) for y in trials):
+            continue  # no data for this session, or imputed entries that may fill the rank
+        steps, need = sum(y.shape[0] for y in trials), N + ("d" in est)
+        if steps < need:
+            where = "y" if not params.is_multi_session else f"session {params.dataset_names[s]!r}"
+            raise ValidationError(
+                f"{where} has {steps} time steps, too few to estimate its {N} x {N} measurement_noise_covariance "
+                f"with the measurement_function{' and observation_offset' if 'd' in est else ''}: that needs at "
+                f"least {need}; give more data or keep R fixed (leave 'R' out of estimate)"
+            )
 
 
 def _has_observation_offset(params: KalmanParams) -> bool:
@@ -343,9 +376,12 @@ def fit_em(y, params: KalmanParams | None = None, num_states: int | None = None,
     mapping name -> bool that switches parameters on or off relative to the default,
     like the reference's ``ParametersToEstimate`` (``{"b": True, "R": False}``: all but
     ``d`` and ``R``); default all but the offsets. EM stops when the relative change of the
-    log-likelihood, ``(LL_i - LL_{i-1}) / max(|LL_{i-1}|, 1)``, is below ``tol``, or after
-    ``max_iter`` iterations (``max_iter=1`` gives one history entry and the
-    once-updated parameters).
+    log-likelihood, ``(LL_i - LL_{i-1}) / max(|LL_{i-1}|, 1)``, is at most ``tol`` (so
+    ``tol=0`` runs until the likelihood stops increasing: an unchanged value, or a drop
+    within round-off, is convergence), or after ``max_iter`` iterations (``max_iter=1``
+    gives one history entry and the once-updated parameters). Complete data with fewer
+    time steps than a session's N (N + 1 with ``d``) cannot give a positive definite R
+    when C and R are estimated, and is refused.
 
     ``checkpoint_dir``: save the parameters at the start of every ``checkpoint_every``-th
     iteration there (atomic native files with the log-likelihood history and options,
@@ -361,6 +397,8 @@ def fit_em(y, params: KalmanParams | None = None, num_states: int | None = None,
         raise ValidationError(f"max_iter must be a positive integer, got {max_iter}")
     if not (tol >= 0 and math.isfinite(tol)):
         raise ValidationError(f"tol must be a finite number >= 0, got {tol}")
+    if params is not None and not isinstance(params, KalmanParams):
+        raise ValidationError(f"params must be lds.KalmanParams (or None), got {type(params).__name__}")
     est = _estimate_set(estimate)
     checkpoints, restored = None, None
     if checkpoint_dir is not None:
@@ -375,7 +413,8 @@ def fit_em(y, params: KalmanParams | None = None, num_states: int | None = None,
     elif num_states is not None and int(num_states) != params.num_states:
         raise ValidationError(f"num_states={num_states} disagrees with params.num_states={params.num_states}")
     params.validate()
-    params, data = prepare(params, y)
+    params, data = prepare(params.clone(), y)  # the caller's object is neither changed nor returned
+    _check_enough_steps(params, data, est)
     log_likelihoods: list[float] = [] if restored is None else restored.log_likelihoods
     start = 0 if restored is None else restored.iteration
     termination, previous, num_updates, data_sums = "max_iter", None, start, {}
@@ -399,13 +438,16 @@ def fit_em(y, params: KalmanParams | None = None, num_states: int | None = None,
                 )
                 termination, params, num_updates = "likelihood_decreased", previous, num_updates - 1
                 break
-            if change < tol:
+            if change <= tol:
                 termination = "converged"
                 break
         if checkpoints is not None:
             checkpoints.step(iteration, params, log_likelihoods)
         previous = params
-        params = m_step(params, stats, est)
+        try:
+            params = m_step(params, stats, est)
+        except NotPositiveDefiniteError as exc:
+            raise NotPositiveDefiniteError(f"EM iteration {iteration}, M-step: {exc}") from exc
         num_updates += 1
     if bar is not None:
         bar.close()
