@@ -204,10 +204,9 @@ class KalmanParams(ParamsContainer):
         if value is None and not spec.optional:
             raise ValidationError(f"KalmanParams.{name} is required; only the offsets may be None")
         if self.is_multi_session and spec.per_dataset:
-            value = DatasetList(
-                [self._field_value(name, v, i) for i, v in enumerate(_split_sessions(name, value, self._dataset_names))],
-                self._dataset_names,
-            ) if value is not None else DatasetList()
+            sessions = _split_sessions(name, value, self._dataset_names) if value is not None else []
+            value = DatasetList([self._field_value(name, v, i) for i, v in enumerate(sessions)],
+                                self._dataset_names if sessions else None)
         else:
             value = self._field_value(name, value, 0)
         old = getattr(self, name)
