@@ -168,14 +168,15 @@ class OnlineKalmanFilter:
         N, K, state = s["N"], s["K"], s["state"]
         if not s["on_cpu"]:
             y = self._as_sample(y_t)
-        elif torch.is_tensor(y_t):
-            if y_t.device.type != "cpu":
-                return None
-            y = y_t.detach().numpy()
         else:
-            y = np.asarray(y_t)
-        if y.shape != (N,) or y.dtype.kind not in "iuf":
-            return None
+            if torch.is_tensor(y_t):
+                if y_t.device.type != "cpu":
+                    return None
+                y = y_t.detach().numpy()
+            else:
+                y = np.asarray(y_t)
+            if y.shape != (N,) or y.dtype.kind not in "iuf":
+                return None
         state[:N] = y  # cast to the parameters' dtype on the way
         out = s["matrix"] @ state
         w, v = out[:N], out[N:N + K]
