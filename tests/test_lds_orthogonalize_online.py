@@ -166,14 +166,22 @@ def test_online_orthogonalized_output_sessions_and_errors():
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_orthogonalize_and_online_filter_on_cuda():
-    p, y = data()
+    p, y = data(T=80)
+    y = y.clone()
+    y[70, 1] = float("nan")  # at the steady state
     on_gpu = p.to("cuda")
     online = lds.OnlineKalmanFilter(on_gpu, orthogonalize=True)
-    means = torch.stack([online.step(y[t].cuda())[0] for t in range(10)])
-    assert means.is_cuda
-    expected = lds.orthogonalize(p, lds.kalman_filter(p, y[:10]))[0]
+    means, steady = [], []
+    for t in range(80):
+        means.append(online.step(y[t].cuda() if t % 2 else y[t].numpy())[0])
+        steady.append(online.at_steady_state)
+    means = torch.stack(means)
+    assert means.is_cuda and steady[69]
+    expected = lds.orthogonalize(p, lds.kalman_filter(p, y))[0]
     assert torch.allclose(means.cpu(), expected, atol=1e-10)
     assert lds.orthogonalize(on_gpu, expected.cuda())[0].is_cuda
+    single = lds.OnlineKalmanFilter(on_gpu.to(dtype=torch.float32))
+    assert all(single.step(y[t].cuda())[0].dtype == torch.float32 for t in range(80))
 
 
 @pytest.mark.parametrize("orthogonalize", [False, True])
