@@ -9,7 +9,8 @@ Deviations from Bonsai.ML.Lds.Torch, each a fix of a flaw the reference notes:
 
 - the log-likelihood history is float64 and only holds values actually computed;
 - convergence is tested *before* the M-step, on the relative change
-  ``(LL_i - LL_{i-1}) / max(|LL_{i-1}|, 1) < tol``, so on convergence the returned parameters
+  ``(LL_i - LL_{i-1}) / max(|LL_{i-1}|, 1) <= tol`` (with ``tol = 0``: once the likelihood
+  stops increasing), so on convergence the returned parameters
   are those of the last history entry; a decrease beyond round-off (a relative drop above
   1000 eps of the dtype) raises a
   :class:`~lds.errors.LikelihoodDecreaseWarning`, stops EM and returns the best
@@ -30,13 +31,15 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass
+from typing import Mapping
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from .containers import DatasetList
 from .checkpoint import EMCheckpoints, data_fingerprint
-from .errors import LikelihoodDecreaseWarning, UnknownParameterError, ValidationError
+from .errors import LikelihoodDecreaseWarning, NotPositiveDefiniteError, UnknownParameterError, ValidationError
 from .fast import SessionKernel, data_moments, padded_batch, split_trials
 from .kalman import SessionModel, _check_method, cholesky, filter_trial, session_models, smooth_trial, symmetrize
 from .observations import prepare
@@ -225,9 +228,20 @@ def _missing_entry_moments(model: SessionModel, y, x, P):
 
 # ---- M-step ------------------------------------------------------------------------
 def _estimate_set(estimate) -> frozenset:
+    """The symbols to estimate from ``None``, a name, names, or a mapping name -> bool (see :func:`fit_em`)."""
     if estimate is None:
         return DEFAULT_ESTIMATE
-    names = [estimate] if isinstance(estimate, str) else list(estimate)
+    if isinstance(estimate, Mapping):
+        not_bool = {n: v for n, v in estimate.items() if not isinstance(v, (bool, np.bool_))}
+        if not_bool:
+            raise ValidationError(f"estimate as a mapping needs True or False for each parameter; got {not_bool}")
+        flags = dict(zip(_symbols(list(estimate)), estimate.values()))
+        return frozenset(s for s in ALL_PARAMETERS if flags.get(s, s in DEFAULT_ESTIMATE))
+    return frozenset(_symbols([estimate] if isinstance(estimate, str) else list(estimate)))
+
+
+def _symbols(names: list) -> list:
+    """``A, b, C, ...`` for symbols or long field names; unknown names are an error."""
     symbols = [_LONG_NAMES.get(n, n) for n in names]
     unknown = [n for n, s in zip(names, symbols) if s not in ALL_PARAMETERS]
     if unknown:
@@ -235,7 +249,7 @@ def _estimate_set(estimate) -> frozenset:
             f"estimate got unknown parameter names {unknown}; choose from {list(ALL_PARAMETERS)} "
             "or the long field names"
         )
-    return frozenset(symbols)
+    return symbols
 
 
 def _right_solve(B, M, what):
@@ -263,7 +277,7 @@ def _residual_covariance(sum_yy, sum_yx, sum_xx, sum_y, sum_x, n, gain, offset):
 def m_step(params: KalmanParams, stats: SufficientStatistics, estimate=None) -> KalmanParams:
     """M-step: new parameters maximizing the expected complete-data log-likelihood.
 
-    ``estimate`` is a subset of ``A, b, C, d, Q, R, m0, V0`` (or long names); the
+    ``estimate`` selects among ``A, b, C, d, Q, R, m0, V0`` as in :func:`fit_em`; the
     other parameters are kept. Default: all but the offsets ``b`` and ``d``.
     """
     est = _estimate_set(estimate)
@@ -290,6 +304,7 @@ def m_step(params: KalmanParams, stats: SufficientStatistics, estimate=None) -> 
                                "the expected second moment of the states" + (f" of session {name!r}" if name else ""))
             if "R" in est:
                 R = _residual_covariance(s.sum_yy, s.sum_yx, s.sum_xx, s.sum_y, s.sum_x, s.num_steps, C, d)
+                _check_estimated_noise(R, s.num_steps, name)
         Cs.append(C)
         ds.append(d)
         Rs.append(R)
@@ -303,6 +318,37 @@ def m_step(params: KalmanParams, stats: SufficientStatistics, estimate=None) -> 
         initial_mean=m0, initial_covariance=V0, dataset_names=params.dataset_names,
         dtype=params.dtype, device=params.device,
     )
+
+
+def _check_estimated_noise(R: torch.Tensor, num_steps: int, name) -> None:
+    """A clear error when the M-step's R is singular (too little data for a full R)."""
+    if int(torch.linalg.cholesky_ex(R)[1]) != 0:
+        N = R.shape[0]
+        where = f" of session {name!r}" if name else ""
+        raise NotPositiveDefiniteError(
+            f"the estimated measurement_noise_covariance{where} ({N} x {N}, from {num_steps} time steps) is not "
+            f"positive definite: too few (non-missing) time steps, or observations that do not span all {N} "
+            "dimensions, to estimate a full R; give more data or keep R fixed (leave 'R' out of estimate)"
+        )
+
+
+def _check_enough_steps(params: KalmanParams, data, est) -> None:
+    """Refuse complete data too short for the estimated R: with C estimated, R's rank is at most the data's."""
+    if not {"C", "R"} <= est:
+        return
+    Ns = params.num_observations if params.is_multi_session else [params.num_observations]
+    for s, N in enumerate(Ns):
+        trials = [y for y, i in zip(data.trials, data.sessions) if i == s]
+        if not trials or any(bool(torch.isnan(y).any()) for y in trials):
+            continue  # no data for this session, or imputed entries that may fill the rank
+        steps, need = sum(y.shape[0] for y in trials), N + ("d" in est)
+        if steps < need:
+            where = "y" if not params.is_multi_session else f"session {params.dataset_names[s]!r}"
+            raise ValidationError(
+                f"{where} has {steps} time steps, too few to estimate its {N} x {N} measurement_noise_covariance "
+                f"with the measurement_function{' and observation_offset' if 'd' in est else ''}: that needs at "
+                f"least {need}; give more data or keep R fixed (leave 'R' out of estimate)"
+            )
 
 
 def _has_observation_offset(params: KalmanParams) -> bool:
@@ -327,10 +373,16 @@ def fit_em(y, params: KalmanParams | None = None, num_states: int | None = None,
     sessions) a dict of those. ``params``: the starting point (not modified); when
     None, a stochastic subspace identification with ``num_states`` states
     (:func:`lds.subspace_identification`) starts EM. ``estimate``: the parameters to
-    update (default all but the offsets). EM stops when the relative change of the
-    log-likelihood, ``(LL_i - LL_{i-1}) / max(|LL_{i-1}|, 1)``, is below ``tol``, or after
-    ``max_iter`` iterations (``max_iter=1`` gives one history entry and the
-    once-updated parameters).
+    update, as names (symbols ``A, b, C, d, Q, R, m0, V0`` or long field names), or as a
+    mapping name -> bool that switches parameters on or off relative to the default,
+    like the reference's ``ParametersToEstimate`` (``{"b": True, "R": False}``: all but
+    ``d`` and ``R``); default all but the offsets. EM stops when the relative change of the
+    log-likelihood, ``(LL_i - LL_{i-1}) / max(|LL_{i-1}|, 1)``, is at most ``tol`` (so
+    ``tol=0`` runs until the likelihood stops increasing: an unchanged value, or a drop
+    within round-off, is convergence), or after ``max_iter`` iterations (``max_iter=1``
+    gives one history entry and the once-updated parameters). Complete data with fewer
+    time steps than a session's N (N + 1 with ``d``) cannot give a positive definite R
+    when C and R are estimated, and is refused.
 
     ``checkpoint_dir``: save the parameters at the start of every ``checkpoint_every``-th
     iteration there (atomic native files with the log-likelihood history and options,
@@ -346,6 +398,8 @@ def fit_em(y, params: KalmanParams | None = None, num_states: int | None = None,
         raise ValidationError(f"max_iter must be a positive integer, got {max_iter}")
     if not (tol >= 0 and math.isfinite(tol)):
         raise ValidationError(f"tol must be a finite number >= 0, got {tol}")
+    if params is not None and not isinstance(params, KalmanParams):
+        raise ValidationError(f"params must be lds.KalmanParams (or None), got {type(params).__name__}")
     est = _estimate_set(estimate)
     checkpoints, restored = None, None
     if checkpoint_dir is not None:
@@ -360,7 +414,8 @@ def fit_em(y, params: KalmanParams | None = None, num_states: int | None = None,
     elif num_states is not None and int(num_states) != params.num_states:
         raise ValidationError(f"num_states={num_states} disagrees with params.num_states={params.num_states}")
     params.validate()
-    params, data = prepare(params, y)
+    params, data = prepare(params.clone(), y)  # the caller's object is neither changed nor returned
+    _check_enough_steps(params, data, est)
     log_likelihoods: list[float] = [] if restored is None else restored.log_likelihoods
     start = 0 if restored is None else restored.iteration
     termination, previous, num_updates, data_sums = "max_iter", None, start, {}
@@ -384,13 +439,16 @@ def fit_em(y, params: KalmanParams | None = None, num_states: int | None = None,
                 )
                 termination, params, num_updates = "likelihood_decreased", previous, num_updates - 1
                 break
-            if change < tol:
+            if change <= tol:
                 termination = "converged"
                 break
         if checkpoints is not None:
             checkpoints.step(iteration, params, log_likelihoods)
         previous = params
-        params = m_step(params, stats, est)
+        try:
+            params = m_step(params, stats, est)
+        except NotPositiveDefiniteError as exc:
+            raise NotPositiveDefiniteError(f"EM iteration {iteration}, M-step: {exc}") from exc
         num_updates += 1
     if bar is not None:
         bar.close()

@@ -139,6 +139,8 @@ def _split_trials(where, data):
     if ndim == 2:
         return "single", [(where, data)]
     if ndim == 3:
+        if len(data) == 0:
+            raise ShapeError(f"{where} is an empty batch (shape {_shape(data)}); give at least one trial")
         return "batch", [(f"{where}[{i}]", data[i]) for i in range(len(data))]
     raise ShapeError(
         f"{where} should be [T, N] (one sequence), [B, T, N] (a batch) or a list of [T, N] "

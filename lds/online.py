@@ -22,11 +22,13 @@ class OnlineKalmanFilter:
     ``step(y_t)`` predicts from the current state, updates with the sample ``[N]``
     (NaN entries are skipped; an all-NaN sample only predicts) and returns the
     filtered mean ``[K]`` and covariance ``[K, K]``, orthogonalized when
-    ``orthogonalize=True`` (see :func:`lds.orthogonalize`). The first step predicts
-    from the prior ``(m0, V0)``, as the batch filter does. ``reset()`` returns to the
-    prior; ``set_params(params)`` takes effect from the next step (and, before the
-    first step or when K changes, also replaces the prior). ``log_likelihood`` sums the
-    steps so far. For multi-session parameters, ``session`` picks the observation model.
+    ``orthogonalize=True`` (see :func:`lds.orthogonalize`), in the parameters' dtype
+    and device whatever the sample's. The first step predicts from the prior
+    ``(m0, V0)``, as the batch filter does. ``reset()`` returns to the prior;
+    ``set_params(params)`` takes effect from the next step (and, before the first step
+    or when K changes, also replaces the prior). ``mean`` and ``covariance`` are copies
+    of the current state and ``log_likelihood`` sums the steps so far. For
+    multi-session parameters, ``session`` picks the observation model.
     """
 
     def __init__(self, params: KalmanParams, orthogonalize: bool = False, session=None):
@@ -60,11 +62,21 @@ class OnlineKalmanFilter:
 
     def reset(self) -> None:
         """Go back to the prior ``(m0, V0)`` one step before the next sample."""
-        self.mean, self.covariance = self._model.m0.clone(), self._model.V0.clone()
+        self._mean, self._covariance = self._model.m0.clone(), self._model.V0.clone()
         self.num_steps = 0
         self._log_likelihood = torch.zeros((), dtype=torch.float64, device=self._params.device)
         self._steady_log_likelihood = 0.0
         self._leave_steady_state()
+
+    @property
+    def mean(self) -> torch.Tensor:
+        """The filtered mean after the last step (the prior mean before the first), a copy."""
+        return self._mean.clone()
+
+    @property
+    def covariance(self) -> torch.Tensor:
+        """The filtered covariance after the last step (the prior's before the first), a copy."""
+        return self._covariance.clone()
 
     @property
     def log_likelihood(self) -> torch.Tensor:
@@ -79,30 +91,36 @@ class OnlineKalmanFilter:
     def step(self, y_t):
         """Filter one sample; returns ``(mean, covariance)`` after the update.
 
-        At the steady state (complete samples, unchanged parameters) the covariance
-        and gain are constant and the step only updates the mean (in NumPy on the
-        CPU, where its per-call cost is lowest); the covariance returned is then the
-        same tensor every step. A sample with NaN entries leaves the steady state.
+        The tensors returned are not the filter's state: changing them leaves the
+        filter as it was. At the steady state (complete samples, unchanged parameters)
+        the covariance and gain are constant and the step only updates the mean (in
+        NumPy on the CPU, where its per-call cost is lowest); the covariance returned is
+        then one constant tensor, the same every step. A sample with NaN entries leaves
+        the steady state.
         """
-        if self._steady is not None and self._steady_step(y_t):
-            self.num_steps += 1
-        else:
-            y = self._as_sample(y_t)
-            complete = not bool(torch.isnan(y).any())
-            previous = self.covariance
-            mean, cov = predict(self._model, self.mean, self.covariance)
-            self.mean, self.covariance, term = update(self._model, mean, cov, y, f"step {self.num_steps}")
-            if term is not None:
-                self._log_likelihood = self._log_likelihood + term.to(torch.float64)
-            self.num_steps += 1
-            if not complete:
-                self._leave_steady_state()
-            elif self._convergence.update(self.covariance, previous):
-                self._enter_steady_state()
+        if self._steady is not None:
+            mean = self._steady_step(y_t)
+            if mean is not None:
+                self.num_steps += 1
+                if self._transform is not None:
+                    mean = self._transform @ mean
+                return mean, self._steady["covariance"]
+        y = self._as_sample(y_t)
+        complete = not bool(torch.isnan(y).any())
+        previous = self._covariance
+        mean, cov = predict(self._model, self._mean, self._covariance)
+        self._mean, self._covariance, term = update(self._model, mean, cov, y, f"step {self.num_steps}")
+        if term is not None:
+            self._log_likelihood = self._log_likelihood + term.to(torch.float64)
+        self.num_steps += 1
+        if not complete:
+            self._leave_steady_state()
+        elif self._convergence.update(self._covariance, previous):
+            self._enter_steady_state()
         if self._transform is None:
-            return self.mean, self.covariance
+            return self._mean.clone(), self._covariance.clone()
         M = self._transform
-        return M @ self.mean, M @ self.covariance @ M.T
+        return M @ self._mean, M @ self._covariance @ M.T
 
     def _leave_steady_state(self) -> None:
         """Fold the steady steps' log-likelihood into the total and go back to full steps."""
@@ -122,8 +140,8 @@ class OnlineKalmanFilter:
         m = self._model
         kernel = SessionKernel(m)
         N, K = m.C.shape
-        factor = cholesky(self.covariance, "the steady filtered covariance")
-        predicted = cholesky(m.Q + m.A @ self.covariance @ m.A.T, "the steady predicted covariance")
+        factor = cholesky(self._covariance, "the steady filtered covariance")
+        predicted = cholesky(m.Q + m.A @ self._covariance @ m.A.T, "the steady predicted covariance")
         log_det_S = kernel.log_det_R + 2.0 * (torch.log(torch.diagonal(predicted)).sum()
                                               - torch.log(torch.diagonal(factor)).sum())
         innovation = torch.cat([torch.eye(N, dtype=m.A.dtype, device=m.A.device), -m.C @ m.A,
@@ -133,41 +151,53 @@ class OnlineKalmanFilter:
         v = factor.T @ kernel.W.T @ innovation
         propagate = torch.cat([torch.zeros(K, N, dtype=m.A.dtype, device=m.A.device), m.A, m.b[:, None]], 1)
         matrix = torch.cat([whitened, v, propagate + factor @ v])
+        # the state [y; x; 1] lives in one buffer: y is copied (and cast) into it, the new x written back
+        state = torch.cat([torch.zeros(N, dtype=m.A.dtype, device=m.A.device), self._mean, m.A.new_ones(1)])
         on_cpu = m.A.device.type == "cpu"
-        self._steady = dict(matrix=matrix.numpy() if on_cpu else matrix, N=N, K=K, on_cpu=on_cpu,
+        if on_cpu:
+            matrix, state = matrix.numpy(), state.numpy()
+        self._mean = torch.from_numpy(state[N:N + K]) if on_cpu else state[N:N + K]
+        M = self._transform
+        self._steady = dict(matrix=matrix, state=state, N=N, K=K, on_cpu=on_cpu,
                             constant=-0.5 * (N * math.log(2 * math.pi) + float(log_det_S)),
-                            one=np.ones(1, dtype=matrix.numpy().dtype) if on_cpu else matrix.new_ones(1),
-                            mean=self.mean.numpy() if on_cpu else self.mean)
+                            covariance=self._covariance.clone() if M is None else M @ self._covariance @ M.T)
 
-    def _steady_step(self, y_t) -> bool:
-        """One steady-state step; False (state untouched) for an incomplete sample or one of another shape."""
+    def _steady_step(self, y_t):
+        """One steady-state step: the new mean, or None (state untouched) for a sample a full step must handle."""
         s = self._steady
+        N, K, state = s["N"], s["K"], s["state"]
         if not s["on_cpu"]:
             y = self._as_sample(y_t)
-        elif torch.is_tensor(y_t) and y_t.device.type == "cpu":
-            y = y_t.detach().numpy()
         else:
-            y = np.asarray(y_t)
-        N, K = s["N"], s["K"]
-        if y.shape != (N,):
-            return False
-        join = np.concatenate if s["on_cpu"] else torch.cat
-        out = s["matrix"] @ join((y, s["mean"], s["one"]))
+            if torch.is_tensor(y_t):
+                if y_t.device.type != "cpu":
+                    return None
+                y = y_t.detach().numpy()
+            else:
+                y = np.asarray(y_t)
+            if y.shape != (N,) or y.dtype.kind not in "iuf":
+                return None
+        state[:N] = y  # cast to the parameters' dtype on the way
+        out = s["matrix"] @ state
         w, v = out[:N], out[N:N + K]
         quadratic = float(w @ w - v @ v)
         if not math.isfinite(quadratic):  # NaN in the sample: a full step handles it
-            return False
+            return None
         self._steady_log_likelihood += s["constant"] - 0.5 * quadratic
-        s["mean"] = out[N + K:]
-        self.mean = torch.from_numpy(s["mean"]) if s["on_cpu"] else s["mean"]
-        return True
+        state[N:N + K] = out[N + K:]
+        return torch.from_numpy(out[N + K:]) if s["on_cpu"] else out[N + K:]
 
     def _as_sample(self, y_t) -> torch.Tensor:
         p = self._params
         if torch.is_tensor(y_t):
+            if y_t.is_complex() or y_t.dtype == torch.bool:
+                raise ValidationError(f"sample {self.num_steps} must hold real numbers, got dtype {y_t.dtype}")
             y = y_t.detach().to(dtype=p.dtype, device=p.device)
         else:
-            y = torch.as_tensor(np.asarray(y_t, dtype=np.float64), dtype=p.dtype, device=p.device)
+            values = np.asarray(y_t)
+            if values.dtype.kind not in "biuf":
+                raise ValidationError(f"sample {self.num_steps} must hold real numbers, got dtype {values.dtype}")
+            y = torch.as_tensor(values.astype(np.float64, copy=False), dtype=p.dtype, device=p.device)
         if y.dim() == 2 and y.shape[0] == 1:
             y = y[0]
         if y.shape != (p.num_observations,):

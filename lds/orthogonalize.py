@@ -49,7 +49,8 @@ def orthogonalize(params: KalmanParams, means, covariances=None, *, session=None
     :class:`~lds.kalman.FilterResult` or :class:`~lds.kalman.SmootherResult` (or a list or
     session dict of those) in place of ``means`` (its means and covariances are
     used), and for multi-session parameters a dict keyed by session name. Returns
-    ``(means, covariances)`` in the same structure (``covariances`` None if not given).
+    ``(means, covariances)`` in the same structure (``covariances`` None when neither
+    given nor part of the results).
     Torch input keeps its dtype and device; NumPy input gives tensors in the
     parameters' dtype and device.
     """
@@ -60,15 +61,21 @@ def orthogonalize(params: KalmanParams, means, covariances=None, *, session=None
     if isinstance(means, Mapping):
         pairs = {name: orthogonalize(params, value, None if covariances is None else covariances[name],
                                      session=name) for name, value in means.items()}
-        return ({n: p[0] for n, p in pairs.items()},
-                None if all(p[1] is None for p in pairs.values()) else {n: p[1] for n, p in pairs.items()})
+        covs = {n: p[1] for n, p in pairs.items()}
+        return {n: p[0] for n, p in pairs.items()}, None if _all_none(covs.values()) else covs
     if isinstance(means, (list, tuple)):
         if covariances is not None and len(covariances) != len(means):
             raise ShapeError(f"got {len(means)} mean arrays but {len(covariances)} covariance arrays")
         pairs = [orthogonalize(params, m, None if covariances is None else covariances[i], session=session)
                  for i, m in enumerate(means)]
-        return [p[0] for p in pairs], None if covariances is None else [p[1] for p in pairs]
+        covs = [p[1] for p in pairs]
+        return [p[0] for p in pairs], None if _all_none(covs) else covs
     return _transform(params, means, covariances, session)
+
+
+def _all_none(covariances) -> bool:
+    """True when no covariances came back (none given, nor any filter/smoother result)."""
+    return all(c is None for c in covariances)
 
 
 def _transform(params, means, covariances, session):

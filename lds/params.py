@@ -33,6 +33,7 @@ _ALIASES = {
     "m0": "initial_mean",
     "V0": "initial_covariance",
 }
+_FIELD_NAMES = frozenset(_ALIASES.values())
 
 
 def _alias(long_name: str, symbol: str):
@@ -79,6 +80,7 @@ class KalmanParams(ParamsContainer):
     R = _alias("measurement_noise_covariance", "R")
     m0 = _alias("initial_mean", "m0")
     V0 = _alias("initial_covariance", "V0")
+    _constructed = False  # set at the end of __init__
 
     def __init__(
         self,
@@ -114,9 +116,11 @@ class KalmanParams(ParamsContainer):
             num_observations = [num_observations[n] for n in names]
 
         K = _first_size(
-            [(given["transition_matrix"], 0), (_first(per_session["measurement_function"]), 1),
-             (given["initial_mean"], 0), (given["initial_covariance"], 0),
-             (given["process_noise_covariance"], 0, 2), (given["state_offset"], 0)],
+            [("transition_matrix", given["transition_matrix"], 0),
+             ("measurement_function", _first(per_session["measurement_function"]), 1),
+             ("initial_mean", given["initial_mean"], 0), ("initial_covariance", given["initial_covariance"], 0),
+             ("process_noise_covariance", given["process_noise_covariance"], 0),
+             ("state_offset", given["state_offset"], 0)],
             num_states, "num_states",
         )
         if K is None:
@@ -128,9 +132,9 @@ class KalmanParams(ParamsContainer):
         for i in range(1 if names is None else len(names)):
             fixed = num_observations[i] if isinstance(num_observations, (list, tuple)) else num_observations
             N = _first_size(
-                [(_nth(per_session["measurement_function"], i), 0),
-                 (_nth(per_session["measurement_noise_covariance"], i), 0, 2),
-                 (_nth(per_session["observation_offset"], i), 0)],
+                [("measurement_function", _nth(per_session["measurement_function"], i), 0),
+                 ("measurement_noise_covariance", _nth(per_session["measurement_noise_covariance"], i), 0),
+                 ("observation_offset", _nth(per_session["observation_offset"], i), 0)],
                 fixed, "num_observations",
             )
             if N is None:
@@ -142,7 +146,7 @@ class KalmanParams(ParamsContainer):
         self._num_states = K
         self._num_observations = Ns
 
-        eye = lambda n: torch.eye(n, dtype=self._dtype, device=self._device)  # noqa: E731
+        eye = self._eye
         self.transition_matrix = eye(K) if transition_matrix is None else convert(transition_matrix)
         self.state_offset = None if state_offset is None else convert(state_offset)
         self.process_noise_covariance = _noise(process_noise_covariance, K, convert, eye)
@@ -170,8 +174,15 @@ class KalmanParams(ParamsContainer):
                 d_list = [torch.zeros(N, dtype=self._dtype, device=self._device) if d is None else d
                           for d, N in zip(d_list, Ns)]
             self.observation_offset = DatasetList(d_list, names) if all(d is not None for d in d_list) else DatasetList()
+        self._constructed = True  # from now on, assigning a field goes through set_field
         if validate:
             self.validate()
+
+    def __setattr__(self, name, value):
+        if self._constructed and name in _FIELD_NAMES:
+            self.set_field(name, value)
+        else:
+            object.__setattr__(self, name, value)
 
     # ---- construction helpers ---------------------------------------------------
     def _tensor(self, value) -> torch.Tensor:
@@ -179,19 +190,41 @@ class KalmanParams(ParamsContainer):
             return value.detach().to(dtype=self._dtype, device=self._device).clone()
         return torch.as_tensor(np.asarray(value), dtype=self._dtype, device=self._device).clone()
 
+    def _eye(self, n: int) -> torch.Tensor:
+        return torch.eye(n, dtype=self._dtype, device=self._device)
+
     def set_field(self, name: str, value) -> None:
-        """Replace one field (by long name or alias), converted and shape-checked."""
+        """Replace one field (by long name or alias), converted and shape-checked.
+
+        As in the constructor, a one-element noise value ``s`` means ``s * I``. On an
+        error the field keeps its old value.
+        """
         name = _ALIASES.get(name, name)
         spec = self.field_spec(name)
-        if isinstance(getattr(self, name), DatasetList) or (self.is_multi_session and spec.per_dataset):
-            value = DatasetList(
-                [None if v is None else self._tensor(v) for v in _split_sessions(name, value, self._dataset_names)],
-                self._dataset_names,
-            ) if value is not None else DatasetList()
-        elif value is not None:
-            value = self._tensor(value)
-        setattr(self, name, value)
-        self.check_shapes()
+        if value is None and not spec.optional:
+            raise ValidationError(f"KalmanParams.{name} is required; only the offsets may be None")
+        if self.is_multi_session and spec.per_dataset:
+            sessions = _split_sessions(name, value, self._dataset_names) if value is not None else []
+            value = DatasetList([self._field_value(name, v, i) for i, v in enumerate(sessions)],
+                                self._dataset_names if sessions else None)
+        else:
+            value = self._field_value(name, value, 0)
+        old = getattr(self, name)
+        object.__setattr__(self, name, value)
+        try:
+            self.check_shapes()
+        except ShapeError:
+            object.__setattr__(self, name, old)
+            raise
+
+    def _field_value(self, name: str, value, session: int):
+        """``value`` as a tensor for field ``name`` (of session ``session``), None kept."""
+        if value is None:
+            return None
+        if name.endswith("noise_covariance"):
+            size = self._num_states if name == "process_noise_covariance" else self._num_observations[session]
+            return _noise(value, size, self._tensor, self._eye)
+        return self._tensor(value)
 
     # ---- structure --------------------------------------------------------------
     @property
@@ -394,19 +427,20 @@ def _nth(values, i):
 
 
 def _first_size(candidates, fixed, what):
-    """The dimension from ``fixed`` or from the first tensor given (checked later)."""
+    """The dimension from ``fixed`` or from the first ``(field, value, axis)`` given (checked later)."""
     if fixed is not None:
         if int(fixed) < 1:
             raise ValidationError(f"{what} must be a positive integer, got {fixed}")
         return int(fixed)
-    for cand in candidates:
-        value, axis = cand[0], cand[1]
+    for field, value, axis in candidates:
         if value is None:
             continue
         shape = tuple(np.shape(value)) if not torch.is_tensor(value) else tuple(value.shape)
-        if len(cand) == 3 and int(np.prod(shape)) == 1:
+        if field.endswith("noise_covariance") and int(np.prod(shape)) == 1:
             continue  # one-element noise value: does not fix the size
         if len(shape) > axis:
+            if shape[axis] < 1:
+                raise ShapeError(f"KalmanParams.{field} is empty (shape {shape}); {what} must be at least 1")
             return int(shape[axis])
     return None
 

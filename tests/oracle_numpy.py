@@ -83,6 +83,8 @@ def em_step(y, A, Q, C, R, m0, V0, b=None, d=None, estimate_offsets=False):
 
     Without offsets: the C#/lds_python M-step. With ``estimate_offsets`` (all eight
     parameters estimated): the reference's offset M-step with its two bugs corrected.
+    With offsets given (``None`` counts as zero) but not estimated: the offsets stay
+    fixed and A, Q, C, R maximize the expected log-likelihood given them (per-step sums).
     Returns the new parameters and the log-likelihood before the update.
     """
     T, N = y.shape
@@ -96,6 +98,15 @@ def em_step(y, A, Q, C, R, m0, V0, b=None, d=None, estimate_offsets=False):
     Sxx00 = sum(P_prev[t] + np.outer(X_prev[t], X_prev[t]) for t in range(T))
     Sxx10 = sum(L[t] + np.outer(X[t], X_prev[t]) for t in range(T))
     new = dict(m0=sm["m0"], V0=sm["V0"])
+    if not estimate_offsets and (b is not None or d is not None):
+        b, d = _offsets(b, d, A.shape[0], N)
+        An = sum(L[t] + np.outer(X[t] - b, X_prev[t]) for t in range(T)) @ np.linalg.inv(Sxx00)
+        Cn = sum(np.outer(y[t] - d, X[t]) for t in range(T)) @ np.linalg.inv(Sxx11)
+        Qn = sum(np.outer(X[t] - An @ X_prev[t] - b, X[t] - An @ X_prev[t] - b) + P[t] - An @ L[t].T - L[t] @ An.T
+                 + An @ P_prev[t] @ An.T for t in range(T)) / T
+        Rn = sum(np.outer(y[t] - Cn @ X[t] - d, y[t] - Cn @ X[t] - d) + Cn @ P[t] @ Cn.T for t in range(T)) / T
+        new.update(A=An, C=Cn, Q=_sym(Qn), R=_sym(Rn))
+        return new, filt["log_like"]
     if not estimate_offsets:
         YX = y.T @ X
         new["A"] = Sxx10 @ np.linalg.inv(Sxx00)

@@ -9,7 +9,7 @@ import torch
 import lds
 import oracle_numpy as oracle
 from lds_threads import one_thread  # noqa: F401  (autouse fixture)
-from lds.errors import LikelihoodDecreaseWarning, UnknownParameterError, ValidationError
+from lds.errors import LikelihoodDecreaseWarning, NotPositiveDefiniteError, UnknownParameterError, ValidationError
 
 ALL = ["A", "b", "C", "d", "Q", "R", "m0", "V0"]
 
@@ -44,23 +44,29 @@ def sqrt_counts(T, N, seed):
     return np.sqrt(counts + 0.5)
 
 
-@pytest.mark.parametrize("offsets", [False, True])
-def test_one_em_step_matches_oracle(offsets):
+@pytest.mark.parametrize("offsets, estimated", [((), False), (("b", "d"), True), (("b",), True), (("d",), True),
+                                                (("b", "d"), False), (("b",), False), (("d",), False)],
+                         ids=["none", "both", "b", "d", "both-fixed", "b-fixed", "d-fixed"])
+def test_one_em_step_matches_oracle(offsets, estimated):
+    """Without offsets, with both or either alone (a missing one is zero), estimated or kept fixed."""
     truth = lds.random_stable_lds(3, 6, offsets=True, seed=4)
     y = lds.sample_lds(truth, 150, seed=5).observations.numpy()
     start = reference_init(3, 6, seed=1)
-    extra = {}
-    if offsets:
-        rng = np.random.default_rng(3)
-        extra = dict(state_offset=0.1 * rng.normal(size=3), observation_offset=y.mean(0))
+    given = dict(b=("state_offset", 0.1 * np.random.default_rng(3).normal(size=3)),
+                 d=("observation_offset", y.mean(0)))
+    extra = dict(given[name] for name in offsets)
     expected, ll = oracle.em_step(y, start["A"], start["Q"], start["C"], start["R"], start["m0"], start["V0"],
                                   extra.get("state_offset"), extra.get("observation_offset"),
-                                  estimate_offsets=offsets)
-    result = lds.fit_em(y, as_params(start, **extra), max_iter=1, estimate=ALL if offsets else None, progress=False)
+                                  estimate_offsets=estimated)
+    result = lds.fit_em(y, as_params(start, **extra), max_iter=1, estimate=ALL if estimated else None, progress=False)
     assert result.log_likelihoods.shape == (1,) and result.num_iterations == 1 and not result.converged
     assert float(result.log_likelihoods[0]) == pytest.approx(ll, rel=1e-9)
     for name, value in expected.items():
         assert relative_error(getattr(result.params, name).numpy(), value) < 1e-9, name
+    if not estimated:  # fixed offsets are kept as they are, absent ones stay absent
+        for name in ("b", "d"):
+            kept = getattr(result.params, name)
+            assert kept is None if name not in offsets else np.array_equal(kept.numpy(), given[name][1])
 
 
 def test_flagship_shape_one_em_step_and_orthogonalized_smoothing_match_oracle():
@@ -96,6 +102,7 @@ CASES = {
     "offsets": dict(offsets=True, multi=False, missing=False),
     "multi-session": dict(offsets=True, multi=True, missing=False),
     "missing": dict(offsets=False, multi=False, missing=True),
+    "offsets-missing": dict(offsets=True, multi=False, missing=True),
     "multi-session-missing": dict(offsets=False, multi=True, missing=True),
 }
 
@@ -122,7 +129,7 @@ def test_em_never_decreases_the_log_likelihood(case, seed):
         warnings.simplefilter("error", LikelihoodDecreaseWarning)
         result = lds.fit_em(y, start, max_iter=50, tol=0.0, estimate=estimate, progress=False)
     history = result.log_likelihoods.numpy()
-    assert len(history) >= 30  # EM kept improving (tol=0 stops only on a flat likelihood)
+    assert len(history) >= 30  # EM kept improving (tol=0 stops only once the likelihood stops increasing)
     assert np.all(np.diff(history) >= -1e-9 * np.abs(history[:-1]))
     assert history[-1] > history[0] + 1.0
 
@@ -189,6 +196,56 @@ def test_a_decrease_warns_stops_and_keeps_the_best_parameters(monkeypatch):
     assert result.params is calls[2]  # the parameters at the start of iteration 2, the best seen
 
 
+def test_a_decrease_at_the_first_update_returns_a_copy_of_the_start(monkeypatch):
+    truth = lds.random_stable_lds(2, 3, seed=0)
+    y = lds.sample_lds(truth, 30, seed=0).observations
+    start = lds.random_stable_lds(2, 3, seed=3)
+    kept = start.clone()
+    real_m_step = lds.em.m_step
+
+    def sabotaged(params, stats, estimate):
+        new = real_m_step(params, stats, estimate)
+        new.R = new.R * 50.0
+        return new
+
+    monkeypatch.setattr(lds.em, "m_step", sabotaged)
+    with pytest.warns(LikelihoodDecreaseWarning, match="iteration 1"):
+        result = lds.fit_em(y, start, max_iter=5, progress=False)
+    assert result.termination == "likelihood_decreased" and result.num_iterations == 0
+    assert result.params is not start and result.params == kept
+    result.params.A.zero_()
+    assert start == kept
+
+
+def test_tol_zero_converges_once_the_likelihood_stops_changing():
+    truth = lds.random_stable_lds(2, 3, seed=0)
+    y = lds.sample_lds(truth, 30, seed=0).observations
+    result = lds.fit_em(y, lds.random_stable_lds(2, 3, seed=3), max_iter=20, tol=0.0, estimate=[], progress=False)
+    history = result.log_likelihoods.numpy()
+    assert result.converged and len(history) == 2 and history[1] == history[0]
+
+
+def test_too_few_time_steps_for_the_estimated_measurement_noise():
+    truth = lds.random_stable_lds(2, 4, seed=0)
+    y = lds.sample_lds(truth, 30, seed=1).observations.numpy()
+    start = lds.random_stable_lds(5, 4, seed=0)
+    with pytest.raises(ValidationError, match=r"y has 3 time steps, .* 4 x 4 measurement_noise_covariance.*at least 4"):
+        lds.fit_em(y[:3], start, max_iter=3, progress=False)
+    with pytest.raises(ValidationError, match=r"4 time steps, .* and observation_offset: that needs at least 5"):
+        lds.fit_em(y[:4], start, estimate=ALL, max_iter=3, progress=False)
+    with pytest.raises(ValidationError, match=r"session 'session_1' has 3 time steps.*at least 4"):
+        lds.fit_em({"session_0": y[:, :3], "session_1": y[:3]}, lds.random_stable_lds(2, [3, 4], seed=0),
+                   max_iter=3, progress=False)
+    fixed_R = lds.fit_em(y[:3], start, estimate=["A", "C", "Q"], max_iter=3, progress=False)
+    assert torch.equal(fixed_R.params.R, start.R) and not torch.equal(fixed_R.params.C, start.C)
+    # enough time steps, but observations confined to 3 of the 4 dimensions: the M-step's R is singular
+    flat = y.copy()
+    flat[:, 3] = flat[:, 2]
+    with pytest.raises(NotPositiveDefiniteError, match=r"EM iteration 0, M-step: .*measurement_noise_covariance "
+                                                       r"\(4 x 4, from 30 time steps\).*span all 4"):
+        lds.fit_em(flat, lds.random_stable_lds(2, 4, seed=3), max_iter=3, progress=False)
+
+
 def test_estimate_subsets_and_offsets():
     truth = lds.random_stable_lds(2, 3, offsets=True, seed=0)
     y = lds.sample_lds(truth, 40, seed=0).observations
@@ -205,6 +262,16 @@ def test_estimate_subsets_and_offsets():
                        atol=0.2)
     with pytest.raises(UnknownParameterError, match="'Z'"):
         lds.fit_em(y, start, estimate=["A", "Z"], progress=False)
+    # a mapping name -> bool switches parameters on or off relative to the default (all but b, d)
+    flags = {"A": True, "b": False, "C": False, "measurement_noise_covariance": False, "d": True}
+    switched = lds.fit_em(y, start, max_iter=2, estimate=flags, progress=False).params
+    assert torch.equal(switched.C, start.C) and torch.equal(switched.R, start.R) and switched.b is None
+    assert not torch.equal(switched.A, start.A) and not torch.equal(switched.Q, start.Q) and switched.d.shape == (3,)
+    assert switched == lds.fit_em(y, start, max_iter=2, estimate=["A", "d", "Q", "m0", "V0"], progress=False).params
+    with pytest.raises(ValidationError, match="True or False.*'A': 1"):
+        lds.fit_em(y, start, estimate={"A": 1}, progress=False)
+    with pytest.raises(UnknownParameterError, match="'Z'"):
+        lds.fit_em(y, start, estimate={"Z": True}, progress=False)
 
 
 def test_initialization_batches_lists_sessions_and_progress_bar(capsys):
@@ -234,6 +301,8 @@ def test_bad_arguments():
         lds.fit_em(y, num_states=1, tol=-1, progress=False)
     with pytest.raises(ValidationError, match="disagrees"):
         lds.fit_em(y, lds.KalmanParams(num_states=2, num_observations=3), num_states=3, progress=False)
+    with pytest.raises(ValidationError, match="params must be lds.KalmanParams .*got dict"):
+        lds.fit_em(y, {"A": 1}, progress=False)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

@@ -32,10 +32,12 @@ def with_missing(y, seed=0):
     return y
 
 
-@pytest.mark.parametrize("offsets", [False, True])
+@pytest.mark.parametrize("offsets", [(), ("b", "d"), ("b",), ("d",)], ids=["none", "both", "b", "d"])
 @pytest.mark.parametrize("missing", [False, True])
 def test_filter_and_smoother_match_oracle(offsets, missing):
-    p = lds.random_stable_lds(3, 5, offsets=offsets, seed=2)
+    p = lds.random_stable_lds(3, 5, offsets=True, seed=2)
+    for name in {"b", "d"} - set(offsets):  # either offset may be given alone
+        setattr(p, name, None)
     y = lds.sample_lds(p, 60, seed=3).observations.numpy()
     if missing:
         y = with_missing(y)
@@ -154,8 +156,16 @@ def test_bad_input_gets_clear_errors():
         lds.kalman_filter(p, np.zeros((10, 4)))
     with pytest.raises(ShapeError, match=r"\[T, N\]"):
         lds.kalman_filter(p, np.zeros(10))
-    with pytest.raises(ShapeError, match="no time steps"):
+    with pytest.raises(ShapeError, match=r"y has no time steps \(shape \(0, 3\)\)"):
         lds.kalman_filter(p, np.zeros((0, 3)))
+    with pytest.raises(ShapeError, match=r"empty batch \(shape \(0, 4, 3\)\)"):
+        lds.kalman_filter(p, np.zeros((0, 4, 3)))
+    with pytest.raises(ShapeError, match=r"y\[0\] has no time steps"):
+        lds.kalman_smoother(p, torch.zeros(2, 0, 3))
+    with pytest.raises(ShapeError, match=r"y\[1\] has no time steps"):
+        lds.log_likelihood(p, [y, np.zeros((0, 3))])
+    with pytest.raises(ShapeError, match="empty batch"):
+        lds.fit_em(np.zeros((0, 4, 3)), num_states=2, progress=False)
     bad = y.copy()
     bad[4, 1] = np.inf
     with pytest.raises(ValidationError, match="infinite values.*time 4, observation 1"):

@@ -63,6 +63,28 @@ def test_orthogonalize_accepts_results_batches_lists_and_sessions():
         lds.orthogonalize(multi, out_means["session_0"])
 
 
+def test_orthogonalize_keeps_the_covariances_of_lists_of_results():
+    p, y = data()
+    for result in (lds.kalman_smoother(p, [y, y[:4]]), lds.kalman_filter(p, [y, y[:4]])):
+        means, covs = lds.orthogonalize(p, result)
+        for r, m, c in zip(result, means, covs, strict=True):
+            expected_means, expected_covs = oracle.orthogonalize(r.means.numpy(), r.covariances.numpy(), p.C.numpy())
+            np.testing.assert_allclose(m.numpy(), expected_means, rtol=1e-12, atol=1e-12)
+            np.testing.assert_allclose(c.numpy(), expected_covs, rtol=1e-12, atol=1e-12)
+    multi = lds.random_stable_lds(2, [4, 5], seed=1)
+    ys = {name: [lds.sample_lds(multi, T, session=name, seed=T).observations for T in (6, 9)]
+          for name in multi.dataset_names}
+    smoothed = lds.kalman_smoother(multi, ys)
+    means, covs = lds.orthogonalize(multi, smoothed)
+    for name in multi.dataset_names:
+        assert [c.shape for c in covs[name]] == [(6, 2, 2), (9, 2, 2)]
+        for r, m, c in zip(smoothed[name], means[name], covs[name], strict=True):
+            expected_means, expected_covs = oracle.orthogonalize(r.means.numpy(), r.covariances.numpy(),
+                                                                 multi.C[name].numpy())
+            np.testing.assert_allclose(m.numpy(), expected_means, rtol=1e-12, atol=1e-12)
+            np.testing.assert_allclose(c.numpy(), expected_covs, rtol=1e-12, atol=1e-12)
+
+
 def test_orthogonalize_errors():
     p, y = data()
     f = lds.kalman_filter(p, y)
@@ -136,17 +158,67 @@ def test_online_orthogonalized_output_sessions_and_errors():
         online.step(np.zeros(5))
     with pytest.raises(ValidationError, match="infinite"):
         online.step(np.full(6, np.inf))
+    with pytest.raises(ValidationError, match="real numbers"):
+        online.step(["a"] * 6)
     with pytest.raises(ValidationError, match="KalmanParams"):
         lds.OnlineKalmanFilter({"A": 1})
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_orthogonalize_and_online_filter_on_cuda():
-    p, y = data()
+    p, y = data(T=80)
+    y = y.clone()
+    y[70, 1] = float("nan")  # at the steady state
     on_gpu = p.to("cuda")
     online = lds.OnlineKalmanFilter(on_gpu, orthogonalize=True)
-    means = torch.stack([online.step(y[t].cuda())[0] for t in range(10)])
-    assert means.is_cuda
-    expected = lds.orthogonalize(p, lds.kalman_filter(p, y[:10]))[0]
+    means, steady = [], []
+    for t in range(80):
+        means.append(online.step(y[t].cuda() if t % 2 else y[t].numpy())[0])
+        steady.append(online.at_steady_state)
+    means = torch.stack(means)
+    assert means.is_cuda and steady[69]
+    expected = lds.orthogonalize(p, lds.kalman_filter(p, y))[0]
     assert torch.allclose(means.cpu(), expected, atol=1e-10)
     assert lds.orthogonalize(on_gpu, expected.cuda())[0].is_cuda
+    single = lds.OnlineKalmanFilter(on_gpu.to(dtype=torch.float32))
+    assert all(single.step(y[t].cuda())[0].dtype == torch.float32 for t in range(80))
+
+
+@pytest.mark.parametrize("orthogonalize", [False, True])
+def test_online_float32_parameters_with_float64_samples(orthogonalize):
+    """Float64 samples (torch and NumPy) are cast: float32 results, through the steady state and a NaN."""
+    p, y = data(T=120, offsets=True)
+    y = y.clone()
+    y[100, 2] = float("nan")
+    single = lds.OnlineKalmanFilter(p.to(dtype=torch.float32), orthogonalize=orthogonalize)
+    double = lds.OnlineKalmanFilter(p, orthogonalize=orthogonalize)
+    for t in range(len(y)):
+        if t == 100:
+            assert single.at_steady_state  # the NaN sample arrives at the steady state
+        mean, cov = single.step(y[t].numpy() if t % 2 else y[t])
+        expected_mean, expected_cov = double.step(y[t])
+        assert mean.dtype == cov.dtype == torch.float32
+        np.testing.assert_allclose(mean.numpy(), expected_mean.numpy(), rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(cov.numpy(), expected_cov.numpy(), rtol=1e-4, atol=1e-6)
+    assert single.mean.dtype == single.covariance.dtype == torch.float32
+    assert float(single.log_likelihood) == pytest.approx(float(double.log_likelihood), rel=1e-5)
+
+
+def test_online_results_and_state_copies_do_not_change_the_filter():
+    p, y = data(T=80)
+    y = y.clone()
+    y[70] = float("nan")  # a full step after the steady state, from the kept state
+    online, untouched = lds.OnlineKalmanFilter(p), lds.OnlineKalmanFilter(p)
+    for t in range(len(y)):
+        if t == 70:
+            assert online.at_steady_state
+        mean, cov = online.step(y[t])
+        expected_mean, expected_cov = untouched.step(y[t])
+        assert torch.equal(mean, expected_mean) and torch.equal(cov, expected_cov)
+        mean.add_(100.0)
+        online.mean.add_(100.0)
+        online.covariance.mul_(3.0)
+        if not online.at_steady_state:  # the steady covariance is one constant tensor (see step)
+            cov.mul_(3.0)
+    assert torch.equal(online.mean, untouched.mean) and torch.equal(online.covariance, untouched.covariance)
+    assert float(online.log_likelihood) == float(untouched.log_likelihood)

@@ -98,3 +98,52 @@ def test_lorenz_spikes_sessions_and_rates():
     assert all(np.array_equal(a, b) for a, b in zip(data.counts, again.counts))
     with pytest.raises(ValidationError):
         lds.lorenz_spikes((0,))
+
+
+def test_a_failed_assignment_leaves_the_parameters_unchanged():
+    p = lds.random_stable_lds(2, 3, offsets=True, seed=0)
+    before = p.clone()
+    with pytest.raises(ShapeError, match=r"measurement_function should have shape \(3, 2\).*\(2, 2\)"):
+        p.C = np.zeros((2, 2))
+    with pytest.raises(ShapeError, match=r"transition_matrix should have shape \(2, 2\).*\(3, 3\)"):
+        p.transition_matrix = np.zeros((3, 3))  # long names are checked too
+    with pytest.raises(ShapeError, match=r"measurement_noise_covariance should have shape \(3, 3\).*\(2,\)"):
+        p.R = [0.5, 0.5]
+    with pytest.raises(ValidationError, match="process_noise_covariance is required"):
+        p.Q = None
+    assert p == before
+    p.b = [1.0, -1.0]  # later assignments still work
+    assert torch.equal(p.b, torch.tensor([1.0, -1.0], dtype=torch.float64))
+    multi = lds.random_stable_lds(2, [3, 4], seed=1)
+    kept = multi.clone()
+    with pytest.raises(ShapeError, match=r"measurement_function\['session_1'\] should have shape \(4, 2\)"):
+        multi.C = [np.zeros((3, 2)), np.zeros((3, 2))]
+    assert multi == kept
+
+
+def test_assignment_converts_like_the_constructor():
+    p = lds.random_stable_lds(2, 3, seed=0)
+    p.R = 0.5  # one-element noise value: that variance times I
+    p.process_noise_covariance = np.array([[0.2]])
+    assert torch.equal(p.R, 0.5 * torch.eye(3, dtype=torch.float64))
+    assert torch.equal(p.Q, 0.2 * torch.eye(2, dtype=torch.float64))
+    p.transition_matrix = np.eye(2, dtype=np.float32)
+    assert p.A.dtype == torch.float64 and torch.is_tensor(p.transition_matrix)
+    p.validate()
+    multi = lds.random_stable_lds(2, [3, 4], seed=1)
+    multi.R = [np.array(0.5), np.array([[2.0]])]
+    assert torch.equal(multi.R["session_1"], 2.0 * torch.eye(4, dtype=torch.float64))
+    assert torch.equal(multi.R[0], 0.5 * torch.eye(3, dtype=torch.float64))
+
+
+def test_empty_arrays_are_refused_clearly():
+    with pytest.raises(ShapeError, match=r"transition_matrix is empty \(shape \(0, 0\)\); num_states"):
+        KalmanParams(transition_matrix=np.zeros((0, 0)), num_observations=2)
+    with pytest.raises(ShapeError, match=r"measurement_function is empty \(shape \(0, 2\)\); num_observations"):
+        KalmanParams(measurement_function=np.zeros((0, 2)))
+    with pytest.raises(ShapeError, match=r"initial_mean is empty \(shape \(0,\)\)"):
+        KalmanParams(initial_mean=np.zeros(0), num_observations=2)
+    with pytest.raises(ShapeError, match=r"initial_mean should have shape \(2,\) .* \(0,\)"):
+        KalmanParams(num_states=2, num_observations=2, initial_mean=np.zeros(0))
+    with pytest.raises(ShapeError, match=r"measurement_noise_covariance should have shape \(2, 2\) .* \(0, 0\)"):
+        KalmanParams(num_states=2, num_observations=2, measurement_noise_covariance=np.zeros((0, 0)))
