@@ -252,7 +252,7 @@ def is_native_file(path) -> bool:
         if start[: len(_HDF5_SIGNATURE)] != _HDF5_SIGNATURE:
             return False
         with h5py.File(path, "r") as f:
-            return _text(f.attrs.get("format")) == FORMAT_NAME
+            return _format_name(f, path) == FORMAT_NAME
     except (OSError, ValueError, KeyError, TypeError, UnicodeDecodeError):
         return False
 
@@ -294,7 +294,7 @@ def _read_tree(source, path) -> Node:
         if isinstance(source, bytes):
             source = h5py.h5f.open_file_image(source)
         with h5py.File(source, "r") as f:
-            if _text(f.attrs.get("format")) != FORMAT_NAME:
+            if _format_name(f, path) != FORMAT_NAME:
                 raise FileFormatError(
                     f"{path} is an HDF5 file but not an lfads-tools parameter file (no format={FORMAT_NAME!r})"
                 )
@@ -306,7 +306,7 @@ def _read_tree(source, path) -> Node:
 
 
 def _read_group(group, path, depth: int) -> Node:
-    node = Node(attrs={k: _attr_value(v) for k, v in group.attrs.items()})
+    node = Node(attrs=_attributes(group, path))
     for key in group.keys():
         link = group.get(key, getlink=True)
         if not isinstance(link, h5py.HardLink):
@@ -319,17 +319,31 @@ def _read_group(group, path, depth: int) -> Node:
         else:
             if item.dtype.kind not in "biufc":
                 raise FileFormatError(f"{path}: {item.name} has unsupported dtype {item.dtype}")
-            node.children[key] = Node(attrs={k: _attr_value(v) for k, v in item.attrs.items()},
-                                      data=np.asarray(item[()]))
+            node.children[key] = Node(attrs=_attributes(item, path), data=np.asarray(item[()]))
     return node
 
 
-def _attr_value(value):
-    if isinstance(value, (bytes, np.bytes_)):
-        return bytes(value).decode("utf-8")
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
+def _attributes(obj, path) -> dict:
+    return {name: _attribute(obj, name, path) for name in obj.attrs.keys()}
+
+
+def _attribute(obj, name: str, path):
+    """One attribute, which the format allows only as a single string or integer.
+
+    The type is checked before the value is read: libhdf5 2.0 crashes the process on
+    some damaged types (a string attribute whose type class became variable-length).
+    """
+    attr = h5py.h5a.open(obj.id, name.encode())
+    kind = attr.get_type().get_class()
+    if kind not in (h5py.h5t.STRING, h5py.h5t.INTEGER) or \
+            attr.get_space().get_simple_extent_type() != h5py.h5s.SCALAR:
+        raise FileFormatError(f"{path}: attribute {name!r} of {obj.name} should be a single string or integer")
+    value = obj.attrs[name]
+    return _text(value) if kind == h5py.h5t.STRING else int(value)
+
+
+def _format_name(f, path) -> str | None:
+    return _attribute(f, "format", path) if "format" in f.attrs else None
 
 
 # ---- migrations --------------------------------------------------------------------

@@ -101,6 +101,11 @@ def _native_file():
     return NATIVE
 
 
+def _seal(body: bytes) -> bytes:
+    """A format-2 header with the right length and SHA-256 over ``body`` (an HDF5 image)."""
+    return struct.pack("<16sIQ32s", MAGIC, 2, len(body), hashlib.sha256(body).digest()).ljust(512, b"\0") + body
+
+
 def _load_bytes(content: bytes):
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "fuzz.h5"
@@ -127,9 +132,42 @@ def test_native_reader_damaged_files(data):
 @given(st.binary(min_size=0, max_size=2000))
 def test_native_reader_sealed_non_hdf5_body(body):
     """A correct header over content that is not HDF5 is refused by the HDF5 layer, cleanly."""
-    header = struct.pack("<16sIQ32s", MAGIC, 2, len(body), hashlib.sha256(body).digest()).ljust(512, b"\0")
     with pytest.raises(FileFormatError, match="cannot read the HDF5 content|fuzz.h5"):
-        _load_bytes(header + body.replace(b"\x89HDF", b"\x00HDF"))
+        _load_bytes(_seal(body.replace(b"\x89HDF", b"\x00HDF")))
+
+
+@FUZZ
+@given(st.data())
+def test_native_reader_resealed_damage(data):
+    """Damage behind a recomputed header (a crafted file) reaches the HDF5 layer: library errors only."""
+    base = _native_file()
+    body = data.draw(mutated(base["data"][512:]))
+    for content in (_seal(body), body):  # format 2, and the header-less path of format-1 files
+        try:
+            loaded = _load_bytes(content)
+        except LfadsToolsError:
+            continue
+        assert isinstance(loaded, lds.KalmanParams)
+        loaded.validate()
+
+
+# The datatype message of a string attribute as h5py writes it after the name "sha256":
+# class 9 (variable length), version 1, then the class bits, 1 meaning "string".
+STRING_ATTRIBUTE_TYPE = b"sha256\x00\x00\x19\x01"
+
+
+@pytest.mark.parametrize("sealed", [True, False])
+def test_attribute_of_damaged_type_is_refused_before_reading(sealed):
+    """libhdf5 2.0 crashes reading a variable-length attribute whose class bits are invalid."""
+    base = _native_file()["data"]
+    hits = [i for i in range(len(base)) if base.startswith(STRING_ATTRIBUTE_TYPE, i)]
+    assert len(hits) == 11  # one checksum per array: A, b, Q, m0, V0 and 2 sessions of C, d and R
+    for hit in (hits[0], hits[-1]):
+        data = bytearray(base)
+        data[hit + len(STRING_ATTRIBUTE_TYPE) - 1] = 0x0C  # not a string, not a sequence
+        body = bytes(data[512:])
+        with pytest.raises(FileFormatError, match="attribute 'sha256' of .* should be a single string or integer"):
+            _load_bytes(_seal(body) if sealed else body)
 
 
 def test_damage_inside_arrays_is_reported_as_checksum_error():
