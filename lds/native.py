@@ -317,10 +317,29 @@ def _read_group(group, path, depth: int) -> Node:
                 raise FileFormatError(f"{path}: {item.name} is nested deeper than the format allows")
             node.children[key] = _read_group(item, path, depth + 1)
         else:
-            if item.dtype.kind not in "biufc":
-                raise FileFormatError(f"{path}: {item.name} has unsupported dtype {item.dtype}")
-            node.children[key] = Node(attrs=_attributes(item, path), data=np.asarray(item[()]))
+            node.children[key] = Node(attrs=_attributes(item, path), data=_read_array(item, path))
     return node
+
+
+def _read_array(item, path) -> np.ndarray:
+    """A dataset's values, read only if it is stored as the writer stores it.
+
+    The writer stores every array contiguous, uncompressed and complete; anything else
+    is refused before a byte is read, so a small file cannot make the reader allocate
+    the memory of an array it does not hold (libhdf5 itself refuses contiguous storage
+    beyond the end of the file).
+    """
+    if item.dtype.kind not in "biufc":
+        raise FileFormatError(f"{path}: {item.name} has unsupported dtype {item.dtype}")
+    plist = item.id.get_create_plist()
+    if plist.get_layout() != h5py.h5d.CONTIGUOUS or plist.get_nfilters():
+        raise FileFormatError(f"{path}: array {item.name} is stored chunked, compact or compressed "
+                              f"(the format stores arrays contiguous and uncompressed)")
+    stored, nbytes = item.id.get_storage_size(), item.size * item.dtype.itemsize
+    if stored != nbytes:
+        raise FileFormatError(f"{path}: array {item.name} is stored in {stored} bytes, but its shape "
+                              f"{item.shape} of {item.dtype} needs {nbytes}")
+    return np.asarray(item[()])
 
 
 def _attributes(obj, path) -> dict:

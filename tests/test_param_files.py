@@ -92,6 +92,9 @@ def test_file_layout_is_plain_hdf5_with_header(tmp_path):
         assert config["dtype"] == "float64" and config["dims"] == {"K": 3, "N": [4, 6]}
         assert config["dataset_names"] == ["session_0", "session_1"]
         np.testing.assert_array_equal(f["transition_matrix"][()], params.A.numpy())
+        for dataset in (f["transition_matrix"], f["measurement_function"]["session_0"]):
+            plist = dataset.id.get_create_plist()  # what the reader accepts: contiguous, unfiltered
+            assert plist.get_layout() == h5py.h5d.CONTIGUOUS and plist.get_nfilters() == 0
         C1 = f["measurement_function"]["session_1"]
         np.testing.assert_array_equal(C1[()], params.C[1].numpy())
         # the checksum is SHA-256 of "<dtype>;<shape>;" followed by the little-endian bytes
@@ -189,6 +192,56 @@ def test_corrupt_files_get_clear_errors(tmp_path):
     (tmp_path / "fake.h5").write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(200))
     with pytest.raises(FileFormatError, match="fake.h5: cannot read the HDF5 content"):
         lds.KalmanParams.load(tmp_path / "fake.h5")
+
+
+def write_raw_dataset(path, name, values, **options):
+    """Replace a field of a saved file by a dataset made with ``options``, checksum right, header resealed."""
+    with h5py.File(path, "r+") as f:
+        del f[name]
+        dataset = f.create_dataset(name, data=values, **options) if values is not None else \
+            f.create_dataset(name, **options)
+        dataset.attrs["sha256"] = hashlib.sha256(b"<f8;" + b",".join(str(n).encode() for n in dataset.shape)
+                                                 + b";" + np.zeros(dataset.shape).tobytes()).hexdigest()
+    reseal(path)
+
+
+def test_arrays_stored_unlike_the_writer_are_refused_before_reading(tmp_path):
+    import tracemalloc
+
+    path = tmp_path / "zip.h5"
+    kalman().save(path)
+    write_raw_dataset(path, "transition_matrix", np.zeros((3, 3)), chunks=(3, 3), compression="gzip")
+    with pytest.raises(FileFormatError, match="zip.h5: array /transition_matrix is stored chunked, compact or"):
+        lds.KalmanParams.load(path)
+    # a never-written chunked 5000x5000 array: a 200 MB read from a small file
+    path = tmp_path / "bomb.h5"
+    kalman().save(path)
+    write_raw_dataset(path, "transition_matrix", None, shape=(5000, 5000), dtype="f8", chunks=(100, 100))
+    tracemalloc.start()
+    try:
+        with pytest.raises(FileFormatError, match="bomb.h5: array /transition_matrix is stored chunked"):
+            lds.KalmanParams.load(path)
+        assert tracemalloc.get_traced_memory()[1] < 20e6
+    finally:
+        tracemalloc.stop()
+    # contiguous but never written: no storage behind the shape
+    path = tmp_path / "empty.h5"
+    kalman().save(path)
+    write_raw_dataset(path, "transition_matrix", None, shape=(300, 300), dtype="f8")
+    with pytest.raises(FileFormatError, match=r"empty.h5: array /transition_matrix is stored in 0 bytes, .*720000"):
+        lds.KalmanParams.load(path)
+    # storage said to lie beyond the end of the file: libhdf5 itself refuses to open the dataset
+    path = tmp_path / "beyond.h5"
+    kalman().save(path)
+    with h5py.File(path, "r") as f:
+        offset, nbytes = f["transition_matrix"].id.get_offset(), f["transition_matrix"].id.get_storage_size()
+    data = path.read_bytes()
+    layout = struct.pack("<QQ", offset - 512, nbytes)  # contiguous layout: address after the user block, size
+    assert data.count(layout) == 1
+    path.write_bytes(data.replace(layout, struct.pack("<QQ", len(data) - 512 - 8, nbytes)))
+    reseal(path)
+    with pytest.raises(FileFormatError, match="beyond.h5: cannot read the HDF5 content .*invalid dataset size"):
+        lds.KalmanParams.load(path)
 
 
 def test_per_array_checksum_names_the_array(tmp_path):
