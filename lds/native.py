@@ -545,6 +545,8 @@ def _build(cls, arrays: dict, info: NativeFileInfo, partial: bool):
     data = dict(arrays)
     if info.dataset_names is not None:
         data["dataset_names"] = list(info.dataset_names)
+    if partial and isinstance(info.dims, dict):  # sizes the chosen fields may not tell, e.g. N for the dynamics
+        data.update({keyword: info.dims[dim] for dim, keyword in cls.SIZE_KEYWORDS.items() if dim in info.dims})
     try:
         return cls.from_dict(data)
     except (LfadsToolsError, TypeError, ValueError, RuntimeError) as exc:

@@ -71,6 +71,8 @@ class KalmanParams(ParamsContainer):
         FieldSpec("initial_covariance", "Initial state", "V0: prior covariance of that state", ("K", "K")),
     )
 
+    SIZE_KEYWORDS = {"K": "num_states", "N": "num_observations"}
+
     A = _alias("transition_matrix", "A")
     b = _alias("state_offset", "b")
     Q = _alias("process_noise_covariance", "Q")

@@ -326,10 +326,25 @@ def test_load_with_fields_builds_from_a_subset(tmp_path):
     part = lds.KalmanParams.load(tmp_path / "p.h5", fields=["measurement_function", "initial_mean"])
     assert torch.equal(part.C, params.C) and torch.equal(part.m0, params.m0)
     assert torch.equal(part.A, torch.eye(3)) and part.dtype == torch.float32  # default A, file dtype
-    with pytest.raises(FileFormatError, match="load_state"):
-        lds.KalmanParams.load(tmp_path / "p.h5", fields=["transition_matrix"])  # N unknown
     with pytest.raises(UnknownParameterError):
         lds.KalmanParams.load(tmp_path / "p.h5", fields=["A_typo"])
+
+
+@pytest.mark.parametrize("multi", [False, True])
+def test_only_the_dynamics_load_with_the_sizes_the_file_records(tmp_path, multi):
+    params = kalman(multi=multi, offsets=False)
+    params.save(tmp_path / "p.h5")
+    dynamics = ["transition_matrix", "process_noise_covariance"]
+    part = lds.KalmanParams.load(tmp_path / "p.h5", fields=dynamics)  # N is in the file's dims, not in A or Q
+    assert part.dims == params.dims and part.dataset_names == params.dataset_names
+    assert torch.equal(part.A, params.A) and torch.equal(part.Q, params.Q)
+    assert torch.equal(part.C[-1] if multi else part.C, torch.eye(6 if multi else 5, 3, dtype=torch.float64))
+    with pytest.raises(FileFormatError, match=r"p.h5 has no field\(s\) \['state_offset'\]"):
+        lds.KalmanParams.load(tmp_path / "p.h5", fields=dynamics + ["state_offset"])
+    target = kalman(multi=multi, seed=9)
+    report = target.load_state(tmp_path / "p.h5", fields=dynamics + ["state_offset"])
+    assert report.loaded == dynamics and report.missing == ["state_offset"] and report.unexpected == []
+    assert torch.equal(target.A, params.A) and not torch.equal(target.C[0], params.C[0])
 
 
 def test_unexpected_field_in_file_is_refused_unless_selected(tmp_path):
