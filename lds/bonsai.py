@@ -239,11 +239,12 @@ def load_bonsai(folder, dtype: torch.dtype | None = None, device=None):
 
     Missing files get Bonsai's defaults (A = I, C = eye(N, K), Q = I, R = I, m0 = 0,
     V0 = I) with a :class:`~lds.errors.DefaultsUsedWarning` naming them; absent offsets
-    are simply absent. ``dtype`` defaults to the dtype of the files (float64 if none is
-    floating), ``device`` to the CPU.
+    are simply absent. ``dtype`` (a torch dtype or its name, e.g. ``"float32"``) defaults
+    to the dtype of the files (float64 if none is floating), ``device`` to the CPU.
     """
-    from .params import KalmanParams
+    from .params import KalmanParams, as_dtype
 
+    dtype = as_dtype(dtype)
     if not str(folder):
         raise ValidationError("the Bonsai parameter folder is not specified")
     folder = Path(folder)

@@ -558,19 +558,14 @@ def _convert(obj, dtype, device):
     if dtype is None and device is None:
         return obj
     if hasattr(obj, "to"):
-        import torch
-
-        if isinstance(dtype, str):
-            dtype = getattr(torch, dtype.replace("torch.", ""), None) or _bad_dtype(dtype)
-        return obj.to(device=device, dtype=dtype)
+        return obj.to(device=device, dtype=dtype)  # KalmanParams reads dtype names too
     if device is not None:
         raise ValidationError(f"{type(obj).__name__} holds NumPy arrays; it has no device to move to")
-    target = np.dtype(str(dtype).replace("torch.", ""))
+    try:
+        target = np.dtype(str(dtype).replace("torch.", ""))
+    except TypeError:
+        raise ValidationError(f"unknown dtype {dtype!r}; use e.g. 'float32' or np.float64") from None
     return obj.map_arrays(lambda a: np.asarray(a).astype(target))
-
-
-def _bad_dtype(dtype):
-    raise ValidationError(f"unknown dtype {dtype!r}; use e.g. 'float32' or torch.float64")
 
 
 def load_params(path, cls=None, fields: Iterable[str] | None = None, dtype=None, device=None,

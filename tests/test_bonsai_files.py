@@ -146,6 +146,22 @@ def test_only_C_gives_rectangular_identity_defaults(tmp_path):
         assert lds.KalmanParams.load_bonsai(tmp_path).dtype == torch.float32  # the files' dtype
 
 
+def test_dtype_names_are_accepted_like_torch_dtypes(tmp_path):
+    params = lds.random_stable_lds(2, 3, seed=0)
+    params.save_bonsai(tmp_path)
+    for name in ("float32", "torch.float32"):
+        back = lds.KalmanParams.load_bonsai(tmp_path, dtype=name)
+        assert back.dtype == torch.float32 and back == params.to(dtype=torch.float32)
+    assert lds.bonsai.load_bonsai(tmp_path, dtype="float64", device="cpu") == params
+    assert lds.KalmanParams(transition_matrix=params.A, num_observations=3, dtype="float32").dtype == torch.float32
+    assert params.to(dtype="float32") == params.to(dtype=torch.float32)
+    for bad in ("zeros", "banana", 32):  # torch.zeros is a function, not a dtype
+        with pytest.raises(ValidationError, match=f"unknown dtype {bad!r}"):
+            lds.KalmanParams.load_bonsai(tmp_path, dtype=bad)
+        with pytest.raises(ValidationError, match=f"unknown dtype {bad!r}"):
+            params.to(dtype=bad)
+
+
 def test_overwrite_semantics_and_stale_offsets(tmp_path):
     with_offsets = lds.random_stable_lds(3, 5, offsets=True, seed=1)
     without = lds.random_stable_lds(3, 5, offsets=False, seed=2)

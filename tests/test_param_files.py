@@ -135,6 +135,12 @@ def test_dtype_and_device_options(tmp_path):
     assert loaded.dtype == torch.float64 and loaded.device == torch.device("cpu")
     if torch.cuda.is_available():
         assert lds.KalmanParams.load(tmp_path / "p.h5", device="cuda").A.is_cuda
+    make_readout().save(tmp_path / "r.h5")
+    for bad in ("zeros", "banana"):
+        with pytest.raises(ValidationError, match=f"unknown dtype {bad!r}"):
+            lds.KalmanParams.load(tmp_path / "p.h5", dtype=bad)
+        with pytest.raises(ValidationError, match=f"unknown dtype {bad!r}"):
+            Readout.load(tmp_path / "r.h5", dtype=bad)
 
 
 def test_never_overwrites_unless_asked(tmp_path):
