@@ -126,6 +126,18 @@ def _json_default(value):
     raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
+def _check_keys(value, where: str) -> None:
+    """JSON objects have string keys: refuse others rather than convert them (1 and "1" would merge)."""
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise ValidationError(f"{where} has the key {key!r} ({type(key).__name__}); keys must be strings")
+            _check_keys(item, f"{where}[{key!r}]")
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            _check_keys(item, f"{where}[{i}]")
+
+
 def _to_json(value, what: str) -> str:
     try:
         return json.dumps(value, default=_json_default, sort_keys=True)
@@ -206,6 +218,9 @@ def save_params(obj: ParamsContainer, path, metadata: Mapping | None = None, ove
         raise ValidationError(f"save_params needs a ParamsContainer (e.g. KalmanParams), got {type(obj).__name__}")
     from . import __version__
 
+    if metadata is not None and not isinstance(metadata, Mapping):
+        raise ValidationError(f"metadata must be a dict, got {type(metadata).__name__}")
+    _check_keys(metadata or {}, "metadata")
     path = check_writable(path, overwrite)
     arrays = container_arrays(obj)
     config = _to_json(_class_config(obj, arrays), f"configuration of {type(obj).__name__}")

@@ -222,5 +222,23 @@ def test_missing_and_bad_folders(tmp_path):
         lds.KalmanParams.load_bonsai(tmp_path)
 
 
+def test_saving_into_a_file_is_a_clear_error(tmp_path):
+    params = lds.random_stable_lds(2, 3, seed=0)
+    (tmp_path / "afile").write_text("keep")
+    for target in (tmp_path / "afile", tmp_path / "afile" / "below"):
+        with pytest.raises(ValidationError, match="afile.*is a file"):
+            params.save_bonsai(target)
+    assert (tmp_path / "afile").read_text() == "keep"
+
+
+def test_defaults_warning_points_at_the_caller(tmp_path):
+    (tmp_path / "TransitionMatrix.bin").write_bytes(spec_bytes(7, (2, 2), np.eye(2)))
+    (tmp_path / "MeasurementFunction.bin").write_bytes(spec_bytes(7, (3, 2), np.ones((3, 2))))
+    for load in (lds.KalmanParams.load_bonsai, lds.bonsai.load_bonsai):
+        with pytest.warns(DefaultsUsedWarning) as record:
+            load(tmp_path)
+        assert record[0].filename == __file__
+
+
 def test_file_names_follow_bonsai():
     assert list(FILE_NAMES.values()) == CORE + ["StateOffset.bin", "ObservationOffset.bin"]

@@ -113,6 +113,12 @@ def test_info_metadata_and_user_dict(tmp_path):
     assert "transition_matrix" in info.fields and "KalmanParams" in repr(info)
     with pytest.raises(ValidationError, match="JSON"):
         kalman().save(tmp_path / "q.h5", metadata={"bad": object()})
+    with pytest.raises(ValidationError, match="metadata has the key 1 \\(int\\); keys must be strings"):
+        kalman().save(tmp_path / "q.h5", metadata={1: "a", "b": 2})  # JSON would merge 1 and "1"
+    with pytest.raises(ValidationError, match=r"metadata\['runs'\]\[0\] has the key 2"):
+        kalman().save(tmp_path / "q.h5", metadata={"runs": [{2: "x"}]})
+    with pytest.raises(ValidationError, match="metadata must be a dict, got list"):
+        kalman().save(tmp_path / "q.h5", metadata=["a"])
     assert not (tmp_path / "q.h5").exists()
 
 
