@@ -194,15 +194,18 @@ def test_one_offset_is_written_with_a_zero_partner(tmp_path):
     assert read_tensor(tmp_path / "StateOffset.bin").tolist() == [0.5, -0.5]
 
 
-def test_multi_session_saves_one_session_at_a_time(tmp_path):
-    params = lds.random_stable_lds(3, [4, 6], seed=3)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_multi_session_saves_one_session_at_a_time(tmp_path, dtype):
+    params = lds.random_stable_lds(3, [4, 6], seed=3, offsets=True, dtype=dtype)
     with pytest.raises(ValidationError, match=r"\['session_0', 'session_1'\].*pass session="):
         params.save_bonsai(tmp_path / "x")
     assert not (tmp_path / "x").exists()
     for name in params.dataset_names:
         params.save_bonsai(tmp_path / name, session=name)
-    back = lds.KalmanParams.load_bonsai(tmp_path / "session_1")
-    assert back == params.session("session_1") and back.num_observations == 6
+    for name in params.dataset_names:
+        back = lds.KalmanParams.load_bonsai(tmp_path / name)
+        assert back == params.session(name) and back.dtype == dtype
+    assert back.num_observations == 6
 
 
 def test_missing_and_bad_folders(tmp_path):

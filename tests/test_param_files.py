@@ -480,15 +480,39 @@ def test_bad_npz_and_mat_files(tmp_path):
         lds.KalmanParams.from_npz(tmp_path / "cut.npz")
 
 
-def test_model_trained_params_native_round_trip(tmp_path):
+def model_trained_params(sessions, tmp_path):
+    """Two sessions: every field (synthetic); one session: no read-in and no controller (fields missing)."""
     from lfads_tools import ModelTrainedParams, RunParams
     from lfads_tools.demo import synthetic_model_trained_params
 
-    model = synthetic_model_trained_params(["a.h5", "b.h5"], [5, 6], RunParams())
-    model.save(tmp_path / "m.h5", metadata={"description": "lfads"})
-    assert lds.native.is_native_file(tmp_path / "m.h5")
-    assert ModelTrainedParams.load(tmp_path / "m.h5") == model  # its load dispatches on the content
-    assert lds.load_params(tmp_path / "m.h5") == model  # class found from the file (lfads_tools module)
-    assert read_info(tmp_path / "m.h5").module == "lfads_tools.model_trained_params"
-    model.to_npz(tmp_path / "m.npz")
-    assert ModelTrainedParams.from_npz(tmp_path / "m.npz") == model
+    from lfads_fixtures import write_tf_model_params
+
+    if sessions == 2:
+        return synthetic_model_trained_params(["a.h5", "b.h5"], [5, 6], RunParams())
+    write_tf_model_params(tmp_path / "model_params", {"only.h5": 4}, controller=False, read_in=False)
+    return ModelTrainedParams.load(tmp_path / "model_params")
+
+
+MODEL_FORMATS = {
+    "native": ("m.h5", lambda m, path: m.save(path, metadata={"description": "lfads"}), "load"),
+    "npz": ("m.npz", lambda m, path: m.to_npz(path), "from_npz"),
+    "mat": ("m.mat", lambda m, path: m.to_mat(path), "from_mat"),
+}
+
+
+@pytest.mark.parametrize("fmt", list(MODEL_FORMATS))
+@pytest.mark.parametrize("sessions", [1, 2])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_model_trained_params_round_trips(tmp_path, fmt, sessions, dtype):
+    from lfads_tools import ModelTrainedParams
+
+    model = model_trained_params(sessions, tmp_path).map_arrays(lambda a: np.asarray(a).astype(dtype))
+    assert (model.x_to_infac_W.names == []) == (sessions == 1)  # the one-session model lacks parts
+    name, write, read = MODEL_FORMATS[fmt]
+    write(model, tmp_path / name)
+    back = getattr(ModelTrainedParams, read)(tmp_path / name)
+    assert back == model and back.dataset_names == model.dataset_names  # == compares dtypes too
+    assert back.gen_to_factors_W.dtype == dtype and back.factors_to_logrates_W[0].dtype == dtype
+    if fmt == "native":
+        assert lds.load_params(tmp_path / name) == model  # class found from the file (lfads_tools module)
+        assert read_info(tmp_path / name).module == "lfads_tools.model_trained_params"
