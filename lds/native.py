@@ -22,6 +22,20 @@ Layout of format version 2 (the current one)
 
 Older versions are upgraded on load by the steps registered with
 :func:`register_migration`.
+
+What the checks cover
+---------------------
+Accidental damage to a format-2 file (a flipped bit, a cut or appended byte) is always
+caught by the header before libhdf5 parses anything. Two kinds of file reach libhdf5's
+parser unchecked: format-1 files (no header: damage is found only by libhdf5 itself,
+and their arrays have no checksums), and crafted files, whose header was recomputed
+over edited HDF5 content. For those the reader accepts only what the writer produces
+(attributes that are single strings or integers, their types checked before their
+values are read; arrays contiguous, uncompressed and complete, checked before they are
+read), which avoids a libhdf5 2.0.0 crash on damaged attribute types and large
+allocations from small files. libhdf5 itself is not hardened against every crafted
+structure, though: a damaged global heap (where the strings live) can make it loop
+forever. Open parameter files from untrusted sources in a process you can stop.
 """
 
 from __future__ import annotations

@@ -21,14 +21,15 @@ MAGIC = b"\x89LFADS-TOOLS\r\n\x1a\n"
 
 
 @st.composite
-def mutated(draw, base: bytes, start: int = 0):
-    """``base`` with a few bytes replaced, some inserted or deleted, or cut short."""
+def mutated(draw, base: bytes, start: int = 0, avoid: range = range(0)):
+    """``base`` with a few bytes replaced, some inserted or deleted, or cut short (from ``start``, not in ``avoid``)."""
     data = bytearray(base)
     for _ in range(draw(st.integers(1, 6))):
         kind = draw(st.sampled_from(["replace", "insert", "delete", "truncate"]))
-        if len(data) <= start:
+        if len(data) - len(avoid) <= start:
             break
-        i = draw(st.integers(start, len(data) - 1))
+        i = draw(st.integers(start, len(data) - 1 - len(avoid)))
+        i += len(avoid) if i >= avoid.start else 0
         if kind == "replace":
             data[i] = draw(st.integers(0, 255))
         elif kind == "insert":
@@ -136,12 +137,23 @@ def test_native_reader_sealed_non_hdf5_body(body):
         _load_bytes(_seal(body.replace(b"\x89HDF", b"\x00HDF")))
 
 
+def _global_heap(image: bytes) -> range:
+    """Where the writer's global heap collection (the attributes' strings) lies in an HDF5 image."""
+    at = image.find(b"GCOL")  # signature, version, 3 reserved bytes, then the collection size
+    assert at > 0 and image.count(b"GCOL") == 1
+    return range(at, at + int.from_bytes(image[at + 8:at + 16], "little"))
+
+
 @FUZZ
 @given(st.data())
 def test_native_reader_resealed_damage(data):
-    """Damage behind a recomputed header (a crafted file) reaches the HDF5 layer: library errors only."""
-    base = _native_file()
-    body = data.draw(mutated(base["data"][512:]))
+    """Damage behind a recomputed header (a crafted file) reaches libhdf5: library errors only.
+
+    The global heap is left alone: libhdf5 2.0.0 can loop forever on a damaged one
+    (upstream; see lds.native, "What the checks cover").
+    """
+    base = _native_file()["data"][512:]
+    body = data.draw(mutated(base, avoid=_global_heap(base)))
     for content in (_seal(body), body):  # format 2, and the header-less path of format-1 files
         try:
             loaded = _load_bytes(content)
