@@ -140,16 +140,18 @@ def _json_default(value):
     raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
-def _check_keys(value, where: str) -> None:
+def _check_keys(value, where: str, depth: int = 0) -> None:
     """JSON objects have string keys: refuse others rather than convert them (1 and "1" would merge)."""
+    if depth > 100:
+        raise ValidationError(f"{where.partition('[')[0]} is nested more than 100 levels deep (or contains itself)")
     if isinstance(value, Mapping):
         for key, item in value.items():
             if not isinstance(key, str):
                 raise ValidationError(f"{where} has the key {key!r} ({type(key).__name__}); keys must be strings")
-            _check_keys(item, f"{where}[{key!r}]")
+            _check_keys(item, f"{where}[{key!r}]", depth + 1)
     elif isinstance(value, (list, tuple)):
         for i, item in enumerate(value):
-            _check_keys(item, f"{where}[{i}]")
+            _check_keys(item, f"{where}[{i}]", depth + 1)
 
 
 def _to_json(value, what: str) -> str:

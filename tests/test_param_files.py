@@ -119,6 +119,10 @@ def test_info_metadata_and_user_dict(tmp_path):
         kalman().save(tmp_path / "q.h5", metadata={"runs": [{2: "x"}]})
     with pytest.raises(ValidationError, match="metadata must be a dict, got list"):
         kalman().save(tmp_path / "q.h5", metadata=["a"])
+    looped = {"a": []}
+    looped["a"].append(looped)
+    with pytest.raises(ValidationError, match="^metadata is nested more than 100 levels deep .or contains itself.$"):
+        kalman().save(tmp_path / "q.h5", metadata=looped)
     assert not (tmp_path / "q.h5").exists()
 
 
