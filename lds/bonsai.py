@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import math
 import uuid
-import warnings
 from contextlib import ExitStack
 from datetime import datetime
 from pathlib import Path
@@ -40,6 +39,7 @@ from .errors import (
     MissingFileError,
     OverwriteError,
     ValidationError,
+    warn,
 )
 from .fileio import atomic_path
 
@@ -214,7 +214,10 @@ def save_bonsai(params, folder, suffix: str | None = None, overwrite: bool = Fal
     existing = [name for name in FILE_NAMES.values() if (target / name).exists()]
     if existing and not overwrite:
         raise OverwriteError(f"{target} already holds {existing}; pass overwrite=True to replace them")
-    target.mkdir(parents=True, exist_ok=True)
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise ValidationError(f"cannot save Bonsai parameters in {target}: it or a folder above it is a file") from None
     tensors = {field: getattr(params, field) for field in FILE_NAMES}
     b, d = tensors["state_offset"], tensors["observation_offset"]
     if (b is None) != (d is None):  # Bonsai needs both once either exists
@@ -239,11 +242,12 @@ def load_bonsai(folder, dtype: torch.dtype | None = None, device=None):
 
     Missing files get Bonsai's defaults (A = I, C = eye(N, K), Q = I, R = I, m0 = 0,
     V0 = I) with a :class:`~lds.errors.DefaultsUsedWarning` naming them; absent offsets
-    are simply absent. ``dtype`` defaults to the dtype of the files (float64 if none is
-    floating), ``device`` to the CPU.
+    are simply absent. ``dtype`` (a torch dtype or its name, e.g. ``"float32"``) defaults
+    to the dtype of the files (float64 if none is floating), ``device`` to the CPU.
     """
-    from .params import KalmanParams
+    from .params import KalmanParams, as_dtype
 
+    dtype = as_dtype(dtype)
     if not str(folder):
         raise ValidationError("the Bonsai parameter folder is not specified")
     folder = Path(folder)
@@ -260,12 +264,8 @@ def load_bonsai(folder, dtype: torch.dtype | None = None, device=None):
         raise FileFormatError(f"{folder} holds none of the Bonsai parameter files {list(FILE_NAMES.values())}")
     defaulted = [f for f in _DEFAULTS if f not in tensors]
     if defaulted:
-        warnings.warn(
-            f"{folder} lacks {[FILE_NAMES[f] for f in defaulted]}; using Bonsai's defaults "
-            f"{', '.join(_DEFAULTS[f] for f in defaulted)}",
-            DefaultsUsedWarning,
-            stacklevel=2,
-        )
+        warn(f"{folder} lacks {[FILE_NAMES[f] for f in defaulted]}; using Bonsai's defaults "
+             f"{', '.join(_DEFAULTS[f] for f in defaulted)}", DefaultsUsedWarning)
     if dtype is None:
         floating = [t.dtype for t in tensors.values() if t.is_floating_point()]
         dtype = floating[0] if floating else torch.float64

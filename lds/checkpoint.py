@@ -4,8 +4,8 @@ A checkpoint is a native parameter file (:mod:`lds.native`) named
 ``checkpoint-<iteration>.h5`` holding the parameters at the start of that EM iteration,
 whose log-likelihood is the last entry of the stored history. Its metadata section
 ``checkpoint`` holds the iteration, the log-likelihood history (exact: JSON keeps every
-float64 digit) and the fit's options, among them a fingerprint of the data so a folder
-is never resumed with other data.
+float64 digit) and the fit's options, among them fingerprints of the data and of the
+starting parameters, so a folder is never resumed by a fit that would end differently.
 
 Each file is written to a temporary name, fsynced, read back and checked, and only then
 renamed into place, so a crash (even SIGKILL) leaves either the old set of checkpoints
@@ -26,11 +26,15 @@ import numpy as np
 
 from .containers import as_numpy
 from .errors import LfadsToolsError, LibraryWarning, OverwriteError, ValidationError
-from .native import load_params, read_info, save_params
+from .native import array_sha256, container_arrays, load_params, read_info, save_params
 
-__all__ = ["Checkpoint", "CheckpointStore", "EMCheckpoints", "data_fingerprint"]
+__all__ = ["Checkpoint", "CheckpointStore", "EMCheckpoints", "data_fingerprint", "start_fingerprint"]
 
 _NAME = re.compile(r"^checkpoint-(\d{6,})\.h5$")
+
+
+def _iteration(path: Path) -> int:
+    return int(_NAME.match(path.name).group(1))
 
 
 @dataclass(repr=False)
@@ -80,8 +84,7 @@ class CheckpointStore:
         """Checkpoint files, oldest iteration first."""
         if not self.folder.is_dir():
             return []
-        found = [(int(m.group(1)), p) for p in self.folder.iterdir() if (m := _NAME.match(p.name))]
-        return [p for _, p in sorted(found)]
+        return sorted((p for p in self.folder.iterdir() if _NAME.match(p.name)), key=_iteration)
 
     def save(self, params, iteration: int, log_likelihoods, options: Mapping | None = None) -> Path:
         """Write the checkpoint of ``iteration`` atomically (replacing one of the same iteration), then prune."""
@@ -108,11 +111,9 @@ class CheckpointStore:
         return Checkpoint(path, params, int(section["iteration"]), [float(v) for v in section["log_likelihoods"]],
                           dict(section.get("options") or {}))
 
-    def latest(self, before: int | None = None, dtype=None, device=None) -> Checkpoint | None:
-        """The newest checkpoint (below iteration ``before``, if given) that loads; damaged ones are skipped."""
+    def latest(self, dtype=None, device=None) -> Checkpoint | None:
+        """The newest checkpoint that loads; damaged ones are skipped."""
         for path in reversed(self.paths()):
-            if before is not None and int(_NAME.match(path.name).group(1)) >= before:
-                continue
             try:
                 return self.load(path, dtype=dtype, device=device)
             except LfadsToolsError as exc:
@@ -176,15 +177,30 @@ def data_fingerprint(y) -> str:
     return digest.hexdigest()
 
 
+def start_fingerprint(params, num_states) -> str:
+    """What a fit starts from: a SHA-256 over the arrays of ``params``, or the subspace initialization."""
+    if params is None:
+        return f"subspace_identification(num_states={num_states})"
+    digest = hashlib.sha256()
+    for name, value in container_arrays(params).items():
+        arrays = value.items() if isinstance(value, dict) else [("", value)]
+        for session, array in arrays:
+            digest.update(f"{name}/{session}:{array_sha256(array)};".encode())
+    return f"params sha256 {digest.hexdigest()}"
+
+
 class EMCheckpoints:
     """What :func:`lds.fit_em` needs: restore a fit's state, and save it every ``every`` iterations.
 
-    ``options`` describe the fit (estimated parameters, tolerance, data fingerprint);
-    a folder whose checkpoints were made with other data or other estimated parameters
-    is refused rather than silently resumed.
+    ``options`` describe the fit. A folder whose checkpoints were made with options that
+    change the result (:attr:`CHECKED_OPTIONS`: the data, the starting parameters, the
+    estimated parameters, the tolerance, the E-step method) is refused rather than
+    resumed, and so is one holding checkpoints at or after ``max_iter`` (a longer fit).
+    A resumed fit thus always ends as the uninterrupted fit with the same arguments.
     """
 
-    CHECKED_OPTIONS = ("data_sha256", "estimate")
+    CHECKED_OPTIONS = {"data_sha256": "data", "start": "starting parameters", "estimate": "estimated parameters",
+                       "tol": "tolerance", "method": "E-step method"}
 
     def __init__(self, folder, every: int = 1, keep_last: int = 3, keep_best: bool = True,
                  options: Mapping | None = None):
@@ -197,25 +213,32 @@ class EMCheckpoints:
     def begin(self, resume: bool, max_iter: int, device=None) -> Checkpoint | None:
         """Start a fit: the checkpoint to resume from (``resume=True``), or None.
 
-        The latest valid checkpoint below ``max_iter`` is checked against this fit's
-        options. Without ``resume`` a folder that already holds checkpoints is refused,
-        so an earlier fit is never mixed with or overwritten by a new one.
+        The latest valid checkpoint is checked against this fit's options and
+        ``max_iter``. Without ``resume`` a folder that already holds checkpoints is
+        refused, so an earlier fit is never mixed with or overwritten by a new one.
         """
+        paths = self.store.paths()
         if not resume:
-            if self.store.paths():
+            if paths:
                 raise OverwriteError(
                     f"{self.store.folder} already holds checkpoints; pass resume=True to continue that fit "
                     f"or use another checkpoint_dir"
                 )
             return None
-        found = self.store.latest(before=max_iter, device=device)
+        if paths and _iteration(paths[-1]) >= max_iter:
+            raise ValidationError(
+                f"{paths[-1]} is past max_iter={max_iter}: {self.store.folder} holds a longer fit; raise max_iter, "
+                f"use another checkpoint_dir, or load an earlier iteration's parameters with CheckpointStore.load"
+            )
+        found = self.store.latest(device=device)
         if found is None:
             return None
-        for key in self.CHECKED_OPTIONS:
+        for key, what in self.CHECKED_OPTIONS.items():
             if found.options.get(key) != self.options.get(key):
                 raise ValidationError(
-                    f"{found.path} was made with {key}={found.options.get(key)!r}, this fit has "
-                    f"{self.options.get(key)!r}; use another checkpoint_dir or resume=False"
+                    f"{found.path} was made with other {what} ({key}={found.options.get(key)!r}, this fit has "
+                    f"{self.options.get(key)!r}), so resuming would not give the uninterrupted fit's result; "
+                    f"use another checkpoint_dir"
                 )
         if len(found.log_likelihoods) != found.iteration + 1:
             raise ValidationError(f"{found.path}: {len(found.log_likelihoods)} log-likelihoods for iteration "

@@ -262,11 +262,14 @@ class ParamsContainer:
     store each field as an attribute of the same name. They may add display-only
     groups with ``EXTRA_GROUPS``: ``(title, (attribute, ...), "first"|"last")``.
     ``from_dict`` calls the subclass constructor with the field names (and
-    ``dataset_names`` when present) as keywords.
+    ``dataset_names`` when present) as keywords. ``SIZE_KEYWORDS`` maps entries of
+    ``dims`` to constructor keywords that set them, so a file's recorded dims can
+    complete an object built from some of its fields.
     """
 
     FIELDS: tuple[FieldSpec, ...] = ()
     EXTRA_GROUPS: tuple[tuple[str, tuple[str, ...], str], ...] = ()
+    SIZE_KEYWORDS: Mapping[str, str] = {}
     _REGISTRY: dict[str, type] = {}
 
     def __init_subclass__(cls, **kwargs):

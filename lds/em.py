@@ -38,7 +38,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .containers import DatasetList
-from .checkpoint import EMCheckpoints, data_fingerprint
+from .checkpoint import EMCheckpoints, data_fingerprint, start_fingerprint
 from .errors import LikelihoodDecreaseWarning, NotPositiveDefiniteError, UnknownParameterError, ValidationError
 from .fast import SessionKernel, data_moments, padded_batch, split_trials
 from .kalman import SessionModel, _check_method, cholesky, filter_trial, session_models, smooth_trial, symmetrize
@@ -388,7 +388,9 @@ def fit_em(y, params: KalmanParams | None = None, num_states: int | None = None,
     iteration there (atomic native files with the log-likelihood history and options,
     see :mod:`lds.checkpoint`), keeping the ``keep_last`` newest and (``keep_best``) the
     one of highest log-likelihood. With ``resume=True`` a fit continues from the latest
-    valid checkpoint and ends with exactly the parameters of an uninterrupted run.
+    valid checkpoint and ends with exactly the parameters of an uninterrupted run; a folder
+    made with other data, starting parameters, ``estimate``, ``tol`` or ``method``, or
+    holding checkpoints at or past ``max_iter``, is refused.
 
     ``method``: the E-step's path, ``"auto"`` (fast where exact, see :mod:`lds.fast`) or
     ``"plain"`` (the reference loops), as in :func:`expected_statistics`.
@@ -405,7 +407,8 @@ def fit_em(y, params: KalmanParams | None = None, num_states: int | None = None,
     if checkpoint_dir is not None:
         checkpoints = EMCheckpoints(checkpoint_dir, checkpoint_every, keep_last, keep_best,
                                     options={"data_sha256": data_fingerprint(y), "estimate": sorted(est),
-                                             "tol": tol, "max_iter": int(max_iter)})
+                                             "tol": tol, "max_iter": int(max_iter), "method": method,
+                                             "start": start_fingerprint(params, num_states)})
         restored = checkpoints.begin(resume, int(max_iter), device=None if params is None else params.device)
         if restored is not None:
             params = restored.params

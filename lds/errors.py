@@ -79,6 +79,17 @@ class DefaultsUsedWarning(LibraryWarning):
     """A reader fell back to default values for missing parts."""
 
 
+def warn(message: str, category: type) -> None:
+    """``warnings.warn`` attributed to the first caller outside ``lds`` and ``lfads_tools``."""
+    import sys
+    import warnings
+
+    frame, stacklevel = sys._getframe(1), 2  # stacklevel 2: the function that called warn()
+    while frame is not None and frame.f_globals.get("__name__", "").split(".")[0] in ("lds", "lfads_tools"):
+        frame, stacklevel = frame.f_back, stacklevel + 1
+    warnings.warn(message, category, stacklevel=stacklevel)
+
+
 def require(module_name, extra):
     """Import an optional dependency or raise a clear error naming the extra."""
     import importlib

@@ -3,13 +3,15 @@
 A writer fills a temporary file in the target folder; only when it is complete is
 it flushed, fsynced and moved into place in one step, so a crash never leaves a
 half-written file under the final name. An existing file is replaced only with
-``overwrite=True``.
+``overwrite=True``. New files get the permissions of the user's umask (as ``open`` gives
+them); a replaced file keeps its permissions.
 """
 
 from __future__ import annotations
 
 import os
-import tempfile
+import secrets
+import stat
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -40,6 +42,21 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+def _create_temporary(path: Path) -> Path:
+    """Create an empty, unique temporary file beside ``path``.
+
+    Its mode is 0o666 less the umask, applied by the OS as for ``open`` (``tempfile.mkstemp``
+    would give 0o600 to every file written).
+    """
+    while True:
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            return tmp
+        except FileExistsError:
+            continue
+
+
 @contextmanager
 def atomic_path(path, *, overwrite: bool = False) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; move it into place when the block ends.
@@ -50,15 +67,15 @@ def atomic_path(path, *, overwrite: bool = False) -> Iterator[Path]:
     path = check_writable(path, overwrite)
     if not path.parent.is_dir():
         raise MissingFileError(f"folder {path.parent} does not exist (writing {path.name})")
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    tmp = Path(tmp_name)
+    tmp = _create_temporary(path)
     try:
         yield tmp
         with open(tmp, "rb+") as f:
             f.flush()
             os.fsync(f.fileno())
         if overwrite:
+            if path.is_file():
+                os.chmod(tmp, stat.S_IMODE(path.stat().st_mode))  # a replaced file keeps its mode
             os.replace(tmp, path)
         else:
             try:

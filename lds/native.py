@@ -22,6 +22,20 @@ Layout of format version 2 (the current one)
 
 Older versions are upgraded on load by the steps registered with
 :func:`register_migration`.
+
+What the checks cover
+---------------------
+Accidental damage to a format-2 file (a flipped bit, a cut or appended byte) is always
+caught by the header before libhdf5 parses anything. Two kinds of file reach libhdf5's
+parser unchecked: format-1 files (no header: damage is found only by libhdf5 itself,
+and their arrays have no checksums), and crafted files, whose header was recomputed
+over edited HDF5 content. For those the reader accepts only what the writer produces
+(attributes that are single strings or integers, their types checked before their
+values are read; arrays contiguous, uncompressed and complete, checked before they are
+read), which avoids a libhdf5 2.0.0 crash on damaged attribute types and large
+allocations from small files. libhdf5 itself is not hardened against every crafted
+structure, though: a damaged global heap (where the strings live) can make it loop
+forever. Open parameter files from untrusted sources in a process you can stop.
 """
 
 from __future__ import annotations
@@ -126,6 +140,20 @@ def _json_default(value):
     raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
+def _check_keys(value, where: str, depth: int = 0) -> None:
+    """JSON objects have string keys: refuse others rather than convert them (1 and "1" would merge)."""
+    if depth > 100:
+        raise ValidationError(f"{where.partition('[')[0]} is nested more than 100 levels deep (or contains itself)")
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise ValidationError(f"{where} has the key {key!r} ({type(key).__name__}); keys must be strings")
+            _check_keys(item, f"{where}[{key!r}]", depth + 1)
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            _check_keys(item, f"{where}[{i}]", depth + 1)
+
+
 def _to_json(value, what: str) -> str:
     try:
         return json.dumps(value, default=_json_default, sort_keys=True)
@@ -206,6 +234,9 @@ def save_params(obj: ParamsContainer, path, metadata: Mapping | None = None, ove
         raise ValidationError(f"save_params needs a ParamsContainer (e.g. KalmanParams), got {type(obj).__name__}")
     from . import __version__
 
+    if metadata is not None and not isinstance(metadata, Mapping):
+        raise ValidationError(f"metadata must be a dict, got {type(metadata).__name__}")
+    _check_keys(metadata or {}, "metadata")
     path = check_writable(path, overwrite)
     arrays = container_arrays(obj)
     config = _to_json(_class_config(obj, arrays), f"configuration of {type(obj).__name__}")
@@ -252,7 +283,7 @@ def is_native_file(path) -> bool:
         if start[: len(_HDF5_SIGNATURE)] != _HDF5_SIGNATURE:
             return False
         with h5py.File(path, "r") as f:
-            return _text(f.attrs.get("format")) == FORMAT_NAME
+            return _format_name(f, path) == FORMAT_NAME
     except (OSError, ValueError, KeyError, TypeError, UnicodeDecodeError):
         return False
 
@@ -294,7 +325,7 @@ def _read_tree(source, path) -> Node:
         if isinstance(source, bytes):
             source = h5py.h5f.open_file_image(source)
         with h5py.File(source, "r") as f:
-            if _text(f.attrs.get("format")) != FORMAT_NAME:
+            if _format_name(f, path) != FORMAT_NAME:
                 raise FileFormatError(
                     f"{path} is an HDF5 file but not an lfads-tools parameter file (no format={FORMAT_NAME!r})"
                 )
@@ -306,7 +337,7 @@ def _read_tree(source, path) -> Node:
 
 
 def _read_group(group, path, depth: int) -> Node:
-    node = Node(attrs={k: _attr_value(v) for k, v in group.attrs.items()})
+    node = Node(attrs=_attributes(group, path))
     for key in group.keys():
         link = group.get(key, getlink=True)
         if not isinstance(link, h5py.HardLink):
@@ -317,19 +348,52 @@ def _read_group(group, path, depth: int) -> Node:
                 raise FileFormatError(f"{path}: {item.name} is nested deeper than the format allows")
             node.children[key] = _read_group(item, path, depth + 1)
         else:
-            if item.dtype.kind not in "biufc":
-                raise FileFormatError(f"{path}: {item.name} has unsupported dtype {item.dtype}")
-            node.children[key] = Node(attrs={k: _attr_value(v) for k, v in item.attrs.items()},
-                                      data=np.asarray(item[()]))
+            node.children[key] = Node(attrs=_attributes(item, path), data=_read_array(item, path))
     return node
 
 
-def _attr_value(value):
-    if isinstance(value, (bytes, np.bytes_)):
-        return bytes(value).decode("utf-8")
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
+def _read_array(item, path) -> np.ndarray:
+    """A dataset's values, read only if it is stored as the writer stores it.
+
+    The writer stores every array contiguous, uncompressed and complete; anything else
+    is refused before a byte is read, so a small file cannot make the reader allocate
+    the memory of an array it does not hold (libhdf5 itself refuses contiguous storage
+    beyond the end of the file).
+    """
+    if item.dtype.kind not in "biufc":
+        raise FileFormatError(f"{path}: {item.name} has unsupported dtype {item.dtype}")
+    plist = item.id.get_create_plist()
+    if plist.get_layout() != h5py.h5d.CONTIGUOUS or plist.get_nfilters():
+        raise FileFormatError(f"{path}: array {item.name} is stored chunked, compact or compressed "
+                              f"(the format stores arrays contiguous and uncompressed)")
+    stored, nbytes = item.id.get_storage_size(), item.size * item.dtype.itemsize
+    if stored != nbytes:
+        raise FileFormatError(f"{path}: array {item.name} is stored in {stored} bytes, but its shape "
+                              f"{item.shape} of {item.dtype} needs {nbytes}")
+    return np.asarray(item[()])
+
+
+def _attributes(obj, path) -> dict:
+    return {name: _attribute(obj, name, path) for name in obj.attrs.keys()}
+
+
+def _attribute(obj, name: str, path):
+    """One attribute, which the format allows only as a single string or integer.
+
+    The type is checked before the value is read: libhdf5 2.0 crashes the process on
+    some damaged types (a string attribute whose type class became variable-length).
+    """
+    attr = h5py.h5a.open(obj.id, name.encode())
+    kind = attr.get_type().get_class()
+    if kind not in (h5py.h5t.STRING, h5py.h5t.INTEGER) or \
+            attr.get_space().get_simple_extent_type() != h5py.h5s.SCALAR:
+        raise FileFormatError(f"{path}: attribute {name!r} of {obj.name} should be a single string or integer")
+    value = obj.attrs[name]
+    return _text(value) if kind == h5py.h5t.STRING else int(value)
+
+
+def _format_name(f, path) -> str | None:
+    return _attribute(f, "format", path) if "format" in f.attrs else None
 
 
 # ---- migrations --------------------------------------------------------------------
@@ -512,6 +576,8 @@ def _build(cls, arrays: dict, info: NativeFileInfo, partial: bool):
     data = dict(arrays)
     if info.dataset_names is not None:
         data["dataset_names"] = list(info.dataset_names)
+    if partial and isinstance(info.dims, dict):  # sizes the chosen fields may not tell, e.g. N for the dynamics
+        data.update({keyword: info.dims[dim] for dim, keyword in cls.SIZE_KEYWORDS.items() if dim in info.dims})
     try:
         return cls.from_dict(data)
     except (LfadsToolsError, TypeError, ValueError, RuntimeError) as exc:
@@ -523,19 +589,14 @@ def _convert(obj, dtype, device):
     if dtype is None and device is None:
         return obj
     if hasattr(obj, "to"):
-        import torch
-
-        if isinstance(dtype, str):
-            dtype = getattr(torch, dtype.replace("torch.", ""), None) or _bad_dtype(dtype)
-        return obj.to(device=device, dtype=dtype)
+        return obj.to(device=device, dtype=dtype)  # KalmanParams reads dtype names too
     if device is not None:
         raise ValidationError(f"{type(obj).__name__} holds NumPy arrays; it has no device to move to")
-    target = np.dtype(str(dtype).replace("torch.", ""))
+    try:
+        target = np.dtype(str(dtype).replace("torch.", ""))
+    except TypeError:
+        raise ValidationError(f"unknown dtype {dtype!r}; use e.g. 'float32' or np.float64") from None
     return obj.map_arrays(lambda a: np.asarray(a).astype(target))
-
-
-def _bad_dtype(dtype):
-    raise ValidationError(f"unknown dtype {dtype!r}; use e.g. 'float32' or torch.float64")
 
 
 def load_params(path, cls=None, fields: Iterable[str] | None = None, dtype=None, device=None,

@@ -55,8 +55,8 @@ class KalmanParams(ParamsContainer):
     ``A = I``, ``C = eye(N, K)``, ``Q = I``, ``R = I``, ``m0 = 0``, ``V0 = I``; a
     one-element noise value ``s`` means ``s * I``. The offsets ``b`` and ``d`` are
     optional and either may be given alone (a missing one counts as zero).
-    ``dtype`` defaults to float64 and ``device`` to that of the first tensor given
-    (else the CPU). Every tensor is copied.
+    ``dtype`` (a torch dtype or its name, e.g. ``"float32"``) defaults to float64 and
+    ``device`` to that of the first tensor given (else the CPU). Every tensor is copied.
     """
 
     FIELDS = (
@@ -71,6 +71,8 @@ class KalmanParams(ParamsContainer):
         FieldSpec("initial_mean", "Initial state", "m0: prior mean of the state one step before the data", ("K",)),
         FieldSpec("initial_covariance", "Initial state", "V0: prior covariance of that state", ("K", "K")),
     )
+
+    SIZE_KEYWORDS = {"K": "num_states", "N": "num_observations"}
 
     A = _alias("transition_matrix", "A")
     b = _alias("state_offset", "b")
@@ -309,7 +311,7 @@ class KalmanParams(ParamsContainer):
     def to(self, device=None, dtype: torch.dtype | None = None) -> "KalmanParams":
         """A copy on another device and/or dtype."""
         new_device = self._device if device is None else torch.device(device)
-        new_dtype = self._dtype if dtype is None else dtype
+        new_dtype = self._dtype if dtype is None else as_dtype(dtype)
         return self._rebuild(lambda t: t.to(device=new_device, dtype=new_dtype), new_dtype, new_device)
 
     def clone(self) -> "KalmanParams":
@@ -351,8 +353,18 @@ class KalmanParams(ParamsContainer):
         return f"{head}\n{info}\n{rest}"
 
 
+def as_dtype(dtype) -> torch.dtype | None:
+    """A torch dtype from ``torch.float32``, ``"float32"`` or ``"torch.float32"`` (None stays None)."""
+    if dtype is None or isinstance(dtype, torch.dtype):
+        return dtype
+    found = getattr(torch, dtype.removeprefix("torch."), None) if isinstance(dtype, str) else None
+    if not isinstance(found, torch.dtype):
+        raise ValidationError(f"unknown dtype {dtype!r}; use e.g. 'float32' or torch.float64")
+    return found
+
+
 def _resolve_dtype_device(given: dict, dtype, device):
-    dtype = torch.float64 if dtype is None else dtype
+    dtype = torch.float64 if dtype is None else as_dtype(dtype)
     if not dtype.is_floating_point:
         raise ValidationError(f"KalmanParams needs a floating dtype, got {dtype}")
     if device is None:

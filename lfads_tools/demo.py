@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import ast
+import io
 import tempfile
 from pathlib import Path
 
@@ -87,8 +88,9 @@ def build_demo_collection(folder, seed: int = 0, progress: bool = False):
     spikes = lds.lorenz_spikes((12, 16), trials_per_session=8, num_steps=25, seed=seed)
     (folder / "datasets").mkdir(parents=True, exist_ok=True)
     for name, counts in zip(spikes.session_names, spikes.counts):
-        with open(folder / "datasets" / f"{name}.npy", "wb") as f:  # [trials, time, neurons], sqrt(count + 0.5)
-            np.save(f, np.sqrt(counts + 0.5))
+        npy = io.BytesIO()
+        np.save(npy, np.sqrt(counts + 0.5))  # [trials, time, neurons], sqrt(count + 0.5)
+        atomic_write_bytes(folder / "datasets" / f"{name}.npy", npy.getvalue())
     datasets = DatasetCollection.from_folder(folder / "datasets", "*.npy")
     datasets.load_info()  # trial and channel counts, recorded in each run folder
     collection = RunCollection(folder / "runs", "demo", datasets)

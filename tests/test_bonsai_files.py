@@ -146,6 +146,22 @@ def test_only_C_gives_rectangular_identity_defaults(tmp_path):
         assert lds.KalmanParams.load_bonsai(tmp_path).dtype == torch.float32  # the files' dtype
 
 
+def test_dtype_names_are_accepted_like_torch_dtypes(tmp_path):
+    params = lds.random_stable_lds(2, 3, seed=0)
+    params.save_bonsai(tmp_path)
+    for name in ("float32", "torch.float32"):
+        back = lds.KalmanParams.load_bonsai(tmp_path, dtype=name)
+        assert back.dtype == torch.float32 and back == params.to(dtype=torch.float32)
+    assert lds.bonsai.load_bonsai(tmp_path, dtype="float64", device="cpu") == params
+    assert lds.KalmanParams(transition_matrix=params.A, num_observations=3, dtype="float32").dtype == torch.float32
+    assert params.to(dtype="float32") == params.to(dtype=torch.float32)
+    for bad in ("zeros", "banana", 32):  # torch.zeros is a function, not a dtype
+        with pytest.raises(ValidationError, match=f"unknown dtype {bad!r}"):
+            lds.KalmanParams.load_bonsai(tmp_path, dtype=bad)
+        with pytest.raises(ValidationError, match=f"unknown dtype {bad!r}"):
+            params.to(dtype=bad)
+
+
 def test_overwrite_semantics_and_stale_offsets(tmp_path):
     with_offsets = lds.random_stable_lds(3, 5, offsets=True, seed=1)
     without = lds.random_stable_lds(3, 5, offsets=False, seed=2)
@@ -178,15 +194,18 @@ def test_one_offset_is_written_with_a_zero_partner(tmp_path):
     assert read_tensor(tmp_path / "StateOffset.bin").tolist() == [0.5, -0.5]
 
 
-def test_multi_session_saves_one_session_at_a_time(tmp_path):
-    params = lds.random_stable_lds(3, [4, 6], seed=3)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_multi_session_saves_one_session_at_a_time(tmp_path, dtype):
+    params = lds.random_stable_lds(3, [4, 6], seed=3, offsets=True, dtype=dtype)
     with pytest.raises(ValidationError, match=r"\['session_0', 'session_1'\].*pass session="):
         params.save_bonsai(tmp_path / "x")
     assert not (tmp_path / "x").exists()
     for name in params.dataset_names:
         params.save_bonsai(tmp_path / name, session=name)
-    back = lds.KalmanParams.load_bonsai(tmp_path / "session_1")
-    assert back == params.session("session_1") and back.num_observations == 6
+    for name in params.dataset_names:
+        back = lds.KalmanParams.load_bonsai(tmp_path / name)
+        assert back == params.session(name) and back.dtype == dtype
+    assert back.num_observations == 6
 
 
 def test_missing_and_bad_folders(tmp_path):
@@ -204,6 +223,24 @@ def test_missing_and_bad_folders(tmp_path):
     (tmp_path / "InitialCovariance.bin").write_bytes(spec_bytes(7, (2, 2), -np.eye(2)))
     with pytest.warns(DefaultsUsedWarning), pytest.raises(FileFormatError, match="not positive definite"):
         lds.KalmanParams.load_bonsai(tmp_path)
+
+
+def test_saving_into_a_file_is_a_clear_error(tmp_path):
+    params = lds.random_stable_lds(2, 3, seed=0)
+    (tmp_path / "afile").write_text("keep")
+    for target in (tmp_path / "afile", tmp_path / "afile" / "below"):
+        with pytest.raises(ValidationError, match="afile.*is a file"):
+            params.save_bonsai(target)
+    assert (tmp_path / "afile").read_text() == "keep"
+
+
+def test_defaults_warning_points_at_the_caller(tmp_path):
+    (tmp_path / "TransitionMatrix.bin").write_bytes(spec_bytes(7, (2, 2), np.eye(2)))
+    (tmp_path / "MeasurementFunction.bin").write_bytes(spec_bytes(7, (3, 2), np.ones((3, 2))))
+    for load in (lds.KalmanParams.load_bonsai, lds.bonsai.load_bonsai):
+        with pytest.warns(DefaultsUsedWarning) as record:
+            load(tmp_path)
+        assert record[0].filename == __file__
 
 
 def test_file_names_follow_bonsai():

@@ -113,6 +113,34 @@ def test_refuses_other_data_and_accidental_restart(tmp_path):
         fit(y, init, 5, checkpoint_dir=tmp_path / "x", keep_last=0)
 
 
+@pytest.mark.parametrize("change, message", [
+    ({"tol": 1e-3}, r"other tolerance \(tol=0.0, this fit has 0.001\)"),
+    ({"method": "plain"}, r"other E-step method \(method='auto', this fit has 'plain'\)"),
+    ({"params": lds.random_stable_lds(2, 3, seed=6)}, "other starting parameters"),
+    ({"params": lds.random_stable_lds(2, 3, seed=5).to(dtype=torch.float32)}, "other starting parameters"),
+])
+def test_refuses_options_that_change_the_result(tmp_path, change, message):
+    y, init = problem()
+    fit(y, init, 4, checkpoint_dir=tmp_path, keep_last=2)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    kwargs = {"params": init, "tol": 0.0, **change}
+    with pytest.raises(ValidationError, match=message):
+        fit_em(y, max_iter=8, progress=False, checkpoint_dir=tmp_path, keep_last=2, **kwargs)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+
+
+def test_max_iter_at_or_below_the_checkpoints_is_refused(tmp_path):
+    y, init = problem()
+    fit(y, init, 6, checkpoint_dir=tmp_path, keep_last=2)
+    names = [p.name for p in CheckpointStore(tmp_path).paths()]
+    assert names == ["checkpoint-000004.h5", "checkpoint-000005.h5"]
+    for max_iter in (3, 5):
+        with pytest.raises(ValidationError, match=f"checkpoint-000005.h5 is past max_iter={max_iter}"):
+            fit(y, init, max_iter, checkpoint_dir=tmp_path, keep_last=2)
+    assert [p.name for p in CheckpointStore(tmp_path).paths()] == names
+    assert same_fit(fit(y, init, 6, checkpoint_dir=tmp_path, keep_last=2), fit(y, init, 6))  # the same call again
+
+
 def test_initialization_is_skipped_when_resuming(tmp_path):
     y, _ = problem(T=30)
     reference = fit_em(y, num_states=2, max_iter=4, tol=0.0, progress=False)

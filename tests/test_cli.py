@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import lds
+from lds.errors import OverwriteError
 from lfads_tools import Dataset, RunCollection, RunParams, RunSpec
 from lfads_tools.cli import main
 
@@ -166,6 +167,21 @@ def test_demo_runs_the_whole_path(tmp_path, capsys):
     assert (tmp_path / "demo" / "exported" / "lds_all.h5").is_file()
     assert "native file" in out and "reloads equal: True" in out
     assert_one_line_error(*run_main(capsys, "demo", "--out", tmp_path / "demo")[::2], "not empty")
+
+
+def test_demo_datasets_are_written_atomically_and_never_replaced(tmp_path):
+    from lfads_tools.demo import build_demo_collection
+
+    build_demo_collection(tmp_path / "a")
+    names = sorted(p.name for p in (tmp_path / "a" / "datasets").iterdir())
+    data = np.load(tmp_path / "a" / "datasets" / names[0], allow_pickle=False)
+    assert data.ndim == 3 and np.all(data >= np.sqrt(0.5))  # [trials, time, neurons] of sqrt(count + 0.5)
+    own = tmp_path / "b" / "datasets" / names[0]
+    own.parent.mkdir(parents=True)
+    own.write_bytes(b"the user's own data")
+    with pytest.raises(OverwriteError, match=names[0]):
+        build_demo_collection(tmp_path / "b")
+    assert own.read_bytes() == b"the user's own data" and [p.name for p in own.parent.iterdir()] == [names[0]]
 
 
 def test_console_script(tmp_path):

@@ -1,5 +1,9 @@
+import os
+import stat
+
 import pytest
 
+import lds
 from lds.errors import MissingFileError, OverwriteError
 from lds.fileio import atomic_path, atomic_write_bytes
 
@@ -26,3 +30,38 @@ def test_failed_write_leaves_nothing_behind(tmp_path):
 def test_missing_folder_is_a_clear_error(tmp_path):
     with pytest.raises(MissingFileError, match="does not exist"):
         atomic_write_bytes(tmp_path / "nope" / "z.bin", b"")
+
+
+@pytest.fixture
+def umask():
+    """Set the process umask for one test (restored afterwards)."""
+    old = os.umask(0o022)
+    yield os.umask
+    os.umask(old)
+
+
+def mode(path):
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+@pytest.mark.parametrize("mask", [0o022, 0o077, 0o002])
+def test_new_files_get_the_umask_permissions(tmp_path, umask, mask):
+    umask(mask)
+    atomic_write_bytes(tmp_path / "x.bin", b"x")
+    params = lds.random_stable_lds(2, 3, seed=0)
+    params.save(tmp_path / "p.h5")
+    params.to_npz(tmp_path / "p.npz")
+    params.save_bonsai(tmp_path / "bonsai")
+    for path in (tmp_path / "x.bin", tmp_path / "p.h5", tmp_path / "p.npz", tmp_path / "bonsai" / "InitialMean.bin"):
+        assert mode(path) == 0o666 & ~mask, path.name
+
+
+def test_overwritten_file_keeps_its_permissions(tmp_path, umask):
+    target = tmp_path / "x.bin"
+    atomic_write_bytes(target, b"one")
+    target.chmod(0o640)
+    atomic_write_bytes(target, b"two", overwrite=True)
+    assert target.read_bytes() == b"two" and mode(target) == 0o640
+    target.chmod(0o444)  # read-only: replaced all the same (overwrite=True), still read-only
+    atomic_write_bytes(target, b"three", overwrite=True)
+    assert target.read_bytes() == b"three" and mode(target) == 0o444

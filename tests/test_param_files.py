@@ -92,6 +92,9 @@ def test_file_layout_is_plain_hdf5_with_header(tmp_path):
         assert config["dtype"] == "float64" and config["dims"] == {"K": 3, "N": [4, 6]}
         assert config["dataset_names"] == ["session_0", "session_1"]
         np.testing.assert_array_equal(f["transition_matrix"][()], params.A.numpy())
+        for dataset in (f["transition_matrix"], f["measurement_function"]["session_0"]):
+            plist = dataset.id.get_create_plist()  # what the reader accepts: contiguous, unfiltered
+            assert plist.get_layout() == h5py.h5d.CONTIGUOUS and plist.get_nfilters() == 0
         C1 = f["measurement_function"]["session_1"]
         np.testing.assert_array_equal(C1[()], params.C[1].numpy())
         # the checksum is SHA-256 of "<dtype>;<shape>;" followed by the little-endian bytes
@@ -110,6 +113,16 @@ def test_info_metadata_and_user_dict(tmp_path):
     assert "transition_matrix" in info.fields and "KalmanParams" in repr(info)
     with pytest.raises(ValidationError, match="JSON"):
         kalman().save(tmp_path / "q.h5", metadata={"bad": object()})
+    with pytest.raises(ValidationError, match="metadata has the key 1 \\(int\\); keys must be strings"):
+        kalman().save(tmp_path / "q.h5", metadata={1: "a", "b": 2})  # JSON would merge 1 and "1"
+    with pytest.raises(ValidationError, match=r"metadata\['runs'\]\[0\] has the key 2"):
+        kalman().save(tmp_path / "q.h5", metadata={"runs": [{2: "x"}]})
+    with pytest.raises(ValidationError, match="metadata must be a dict, got list"):
+        kalman().save(tmp_path / "q.h5", metadata=["a"])
+    looped = {"a": []}
+    looped["a"].append(looped)
+    with pytest.raises(ValidationError, match="^metadata is nested more than 100 levels deep .or contains itself.$"):
+        kalman().save(tmp_path / "q.h5", metadata=looped)
     assert not (tmp_path / "q.h5").exists()
 
 
@@ -132,6 +145,12 @@ def test_dtype_and_device_options(tmp_path):
     assert loaded.dtype == torch.float64 and loaded.device == torch.device("cpu")
     if torch.cuda.is_available():
         assert lds.KalmanParams.load(tmp_path / "p.h5", device="cuda").A.is_cuda
+    make_readout().save(tmp_path / "r.h5")
+    for bad in ("zeros", "banana"):
+        with pytest.raises(ValidationError, match=f"unknown dtype {bad!r}"):
+            lds.KalmanParams.load(tmp_path / "p.h5", dtype=bad)
+        with pytest.raises(ValidationError, match=f"unknown dtype {bad!r}"):
+            Readout.load(tmp_path / "r.h5", dtype=bad)
 
 
 def test_never_overwrites_unless_asked(tmp_path):
@@ -189,6 +208,56 @@ def test_corrupt_files_get_clear_errors(tmp_path):
     (tmp_path / "fake.h5").write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(200))
     with pytest.raises(FileFormatError, match="fake.h5: cannot read the HDF5 content"):
         lds.KalmanParams.load(tmp_path / "fake.h5")
+
+
+def write_raw_dataset(path, name, values, **options):
+    """Replace a field of a saved file by a dataset made with ``options``, checksum right, header resealed."""
+    with h5py.File(path, "r+") as f:
+        del f[name]
+        dataset = f.create_dataset(name, data=values, **options) if values is not None else \
+            f.create_dataset(name, **options)
+        dataset.attrs["sha256"] = hashlib.sha256(b"<f8;" + b",".join(str(n).encode() for n in dataset.shape)
+                                                 + b";" + np.zeros(dataset.shape).tobytes()).hexdigest()
+    reseal(path)
+
+
+def test_arrays_stored_unlike_the_writer_are_refused_before_reading(tmp_path):
+    import tracemalloc
+
+    path = tmp_path / "zip.h5"
+    kalman().save(path)
+    write_raw_dataset(path, "transition_matrix", np.zeros((3, 3)), chunks=(3, 3), compression="gzip")
+    with pytest.raises(FileFormatError, match="zip.h5: array /transition_matrix is stored chunked, compact or"):
+        lds.KalmanParams.load(path)
+    # a never-written chunked 5000x5000 array: a 200 MB read from a small file
+    path = tmp_path / "bomb.h5"
+    kalman().save(path)
+    write_raw_dataset(path, "transition_matrix", None, shape=(5000, 5000), dtype="f8", chunks=(100, 100))
+    tracemalloc.start()
+    try:
+        with pytest.raises(FileFormatError, match="bomb.h5: array /transition_matrix is stored chunked"):
+            lds.KalmanParams.load(path)
+        assert tracemalloc.get_traced_memory()[1] < 20e6
+    finally:
+        tracemalloc.stop()
+    # contiguous but never written: no storage behind the shape
+    path = tmp_path / "empty.h5"
+    kalman().save(path)
+    write_raw_dataset(path, "transition_matrix", None, shape=(300, 300), dtype="f8")
+    with pytest.raises(FileFormatError, match=r"empty.h5: array /transition_matrix is stored in 0 bytes, .*720000"):
+        lds.KalmanParams.load(path)
+    # storage said to lie beyond the end of the file: libhdf5 itself refuses to open the dataset
+    path = tmp_path / "beyond.h5"
+    kalman().save(path)
+    with h5py.File(path, "r") as f:
+        offset, nbytes = f["transition_matrix"].id.get_offset(), f["transition_matrix"].id.get_storage_size()
+    data = path.read_bytes()
+    layout = struct.pack("<QQ", offset - 512, nbytes)  # contiguous layout: address after the user block, size
+    assert data.count(layout) == 1
+    path.write_bytes(data.replace(layout, struct.pack("<QQ", len(data) - 512 - 8, nbytes)))
+    reseal(path)
+    with pytest.raises(FileFormatError, match="beyond.h5: cannot read the HDF5 content .*invalid dataset size"):
+        lds.KalmanParams.load(path)
 
 
 def test_per_array_checksum_names_the_array(tmp_path):
@@ -273,10 +342,25 @@ def test_load_with_fields_builds_from_a_subset(tmp_path):
     part = lds.KalmanParams.load(tmp_path / "p.h5", fields=["measurement_function", "initial_mean"])
     assert torch.equal(part.C, params.C) and torch.equal(part.m0, params.m0)
     assert torch.equal(part.A, torch.eye(3)) and part.dtype == torch.float32  # default A, file dtype
-    with pytest.raises(FileFormatError, match="load_state"):
-        lds.KalmanParams.load(tmp_path / "p.h5", fields=["transition_matrix"])  # N unknown
     with pytest.raises(UnknownParameterError):
         lds.KalmanParams.load(tmp_path / "p.h5", fields=["A_typo"])
+
+
+@pytest.mark.parametrize("multi", [False, True])
+def test_only_the_dynamics_load_with_the_sizes_the_file_records(tmp_path, multi):
+    params = kalman(multi=multi, offsets=False)
+    params.save(tmp_path / "p.h5")
+    dynamics = ["transition_matrix", "process_noise_covariance"]
+    part = lds.KalmanParams.load(tmp_path / "p.h5", fields=dynamics)  # N is in the file's dims, not in A or Q
+    assert part.dims == params.dims and part.dataset_names == params.dataset_names
+    assert torch.equal(part.A, params.A) and torch.equal(part.Q, params.Q)
+    assert torch.equal(part.C[-1] if multi else part.C, torch.eye(6 if multi else 5, 3, dtype=torch.float64))
+    with pytest.raises(FileFormatError, match=r"p.h5 has no field\(s\) \['state_offset'\]"):
+        lds.KalmanParams.load(tmp_path / "p.h5", fields=dynamics + ["state_offset"])
+    target = kalman(multi=multi, seed=9)
+    report = target.load_state(tmp_path / "p.h5", fields=dynamics + ["state_offset"])
+    assert report.loaded == dynamics and report.missing == ["state_offset"] and report.unexpected == []
+    assert torch.equal(target.A, params.A) and not torch.equal(target.C[0], params.C[0])
 
 
 def test_unexpected_field_in_file_is_refused_unless_selected(tmp_path):
@@ -400,15 +484,39 @@ def test_bad_npz_and_mat_files(tmp_path):
         lds.KalmanParams.from_npz(tmp_path / "cut.npz")
 
 
-def test_model_trained_params_native_round_trip(tmp_path):
+def model_trained_params(sessions, tmp_path):
+    """Two sessions: every field (synthetic); one session: no read-in and no controller (fields missing)."""
     from lfads_tools import ModelTrainedParams, RunParams
     from lfads_tools.demo import synthetic_model_trained_params
 
-    model = synthetic_model_trained_params(["a.h5", "b.h5"], [5, 6], RunParams())
-    model.save(tmp_path / "m.h5", metadata={"description": "lfads"})
-    assert lds.native.is_native_file(tmp_path / "m.h5")
-    assert ModelTrainedParams.load(tmp_path / "m.h5") == model  # its load dispatches on the content
-    assert lds.load_params(tmp_path / "m.h5") == model  # class found from the file (lfads_tools module)
-    assert read_info(tmp_path / "m.h5").module == "lfads_tools.model_trained_params"
-    model.to_npz(tmp_path / "m.npz")
-    assert ModelTrainedParams.from_npz(tmp_path / "m.npz") == model
+    from lfads_fixtures import write_tf_model_params
+
+    if sessions == 2:
+        return synthetic_model_trained_params(["a.h5", "b.h5"], [5, 6], RunParams())
+    write_tf_model_params(tmp_path / "model_params", {"only.h5": 4}, controller=False, read_in=False)
+    return ModelTrainedParams.load(tmp_path / "model_params")
+
+
+MODEL_FORMATS = {
+    "native": ("m.h5", lambda m, path: m.save(path, metadata={"description": "lfads"}), "load"),
+    "npz": ("m.npz", lambda m, path: m.to_npz(path), "from_npz"),
+    "mat": ("m.mat", lambda m, path: m.to_mat(path), "from_mat"),
+}
+
+
+@pytest.mark.parametrize("fmt", list(MODEL_FORMATS))
+@pytest.mark.parametrize("sessions", [1, 2])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_model_trained_params_round_trips(tmp_path, fmt, sessions, dtype):
+    from lfads_tools import ModelTrainedParams
+
+    model = model_trained_params(sessions, tmp_path).map_arrays(lambda a: np.asarray(a).astype(dtype))
+    assert (model.x_to_infac_W.names == []) == (sessions == 1)  # the one-session model lacks parts
+    name, write, read = MODEL_FORMATS[fmt]
+    write(model, tmp_path / name)
+    back = getattr(ModelTrainedParams, read)(tmp_path / name)
+    assert back == model and back.dataset_names == model.dataset_names  # == compares dtypes too
+    assert back.gen_to_factors_W.dtype == dtype and back.factors_to_logrates_W[0].dtype == dtype
+    if fmt == "native":
+        assert lds.load_params(tmp_path / name) == model  # class found from the file (lfads_tools module)
+        assert read_info(tmp_path / name).module == "lfads_tools.model_trained_params"
