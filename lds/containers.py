@@ -34,6 +34,7 @@ __all__ = [
     "DatasetList",
     "ParamsContainer",
     "as_numpy",
+    "dataset_name_list",
     "format_value",
     "evaluate_shape",
 ]
@@ -67,6 +68,13 @@ def as_numpy(value) -> np.ndarray:
     return np.asarray(value)
 
 
+def dataset_name_list(names) -> list[str] | None:
+    """Dataset names as a list of str; a single string is one name (not its characters)."""
+    if names is None:
+        return None
+    return [names] if isinstance(names, str) else [str(n) for n in names]
+
+
 def _dtype_name(value) -> str:
     dtype = getattr(value, "dtype", None)
     if dtype is None:
@@ -98,7 +106,7 @@ def format_value(value) -> str:
     if isinstance(value, (list, tuple)):
         if value and all(isinstance(v, (int, np.integer)) for v in value) and len(value) <= 8:
             return "[" + " ".join(str(v) for v in value) + "]"
-        return f"{{1x{len(value)} cell}}" if value else "{}"
+        return f"{{{len(value)}x1 cell}}" if value else "{}"  # a column, like MATLAB's datasetNames
     return repr(value)
 
 
@@ -156,9 +164,9 @@ class DatasetList(Sequence):
                 raise ValidationError("give the names either as mapping keys or as names=, not both")
             names, items = list(items.keys()), list(items.values())
         self._items = list(items)
-        if names is None:
-            names = [f"session_{i}" for i in range(len(self._items))]
-        self._names = [str(n) for n in names]
+        self._names = dataset_name_list(names)
+        if self._names is None:
+            self._names = [f"session_{i}" for i in range(len(self._items))]
         if len(self._names) != len(self._items):
             raise ValidationError(
                 f"DatasetList got {len(self._items)} arrays but {len(self._names)} names"
@@ -177,7 +185,11 @@ class DatasetList(Sequence):
         return iter(self._items)
 
     def index_of(self, key) -> int:
-        """0-based position of a dataset given by name or (possibly negative) index."""
+        """0-based position of a dataset given by name or (possibly negative) index.
+
+        A name matches exactly, else ignoring a trailing ``.h5`` on either side (the TF
+        dataset name of lfads-run-manager's ``dataset001`` is ``dataset001.h5``).
+        """
         if isinstance(key, (int, np.integer)) and not isinstance(key, bool):
             n = len(self._items)
             if -n <= key < n:
@@ -187,12 +199,12 @@ class DatasetList(Sequence):
                 f"available: {self._names}"
             )
         if isinstance(key, str):
-            try:
+            if key in self._names:
                 return self._names.index(key)
-            except ValueError:
-                raise DatasetNameError(
-                    f"no dataset named {key!r}; available: {self._names}"
-                ) from None
+            stems = [_without_h5(n) for n in self._names]
+            if _without_h5(key) in stems:  # unambiguous: the exact name is absent, so one name at most has this stem
+                return stems.index(_without_h5(key))
+            raise DatasetNameError(f"no dataset named {key!r}; available: {self._names}")
         raise DatasetNameError(f"datasets are indexed by name or 0-based position, not {key!r}")
 
     def __getitem__(self, key):
@@ -239,6 +251,10 @@ class DatasetList(Sequence):
         for i, (name, value) in enumerate(self.items()):
             lines.append(f"  [{i}] {name.ljust(width)}  {format_value(value)}")
         return "\n".join(lines)
+
+
+def _without_h5(name: str) -> str:
+    return name[: -len(".h5")] if name.endswith(".h5") else name
 
 
 def _arrays_equal(a, b) -> bool:

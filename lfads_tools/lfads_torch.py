@@ -30,7 +30,7 @@ from typing import Iterable, Mapping
 
 import numpy as np
 
-from lds.containers import as_numpy
+from lds.containers import as_numpy, dataset_name_list
 from lds.errors import DatasetNameError, DefaultsUsedWarning, FileFormatError, ValidationError
 
 from .model_trained_params import ModelTrainedParams, build_checked
@@ -229,7 +229,7 @@ def _choose_names(given, available: list[str], sessions: int, path) -> tuple[lis
     """``(names, session indices)``: the caller's names matched to the sessions, else the available ones."""
     if given is None:
         return available, list(range(sessions))
-    given = [str(n) for n in given]
+    given = dataset_name_list(given)
     lookup = {a: i for i, a in enumerate(available)}
     lookup.update({a[len("lfads_"):]: i for i, a in enumerate(available) if a.startswith("lfads_")})
     if all(n in lookup for n in given):
@@ -240,7 +240,8 @@ def _choose_names(given, available: list[str], sessions: int, path) -> tuple[lis
                            "those names nor their number")
 
 
-def read_lfads_torch(path, dataset_names: Iterable[str] | None = None, verbose: bool = False) -> ModelTrainedParams:
+def read_lfads_torch(path, dataset_names: str | Iterable[str] | None = None, verbose: bool = False
+                     ) -> ModelTrainedParams:
     """Read an lfads-torch checkpoint or state_dict file into a :class:`ModelTrainedParams`.
 
     Dataset names come from ``dataset_names`` (names of the sessions in the checkpoint's

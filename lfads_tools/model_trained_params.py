@@ -17,7 +17,7 @@ from typing import Iterable, Mapping
 
 import numpy as np
 
-from lds.containers import DatasetList, FieldSpec, ParamsContainer
+from lds.containers import DatasetList, FieldSpec, ParamsContainer, dataset_name_list
 from lds.errors import DatasetNameError, ShapeError, UnknownParameterError, ValidationError
 
 __all__ = ["ModelTrainedParams", "build_checked"]
@@ -119,7 +119,7 @@ class ModelTrainedParams(ParamsContainer):
          ("factors_to_logrates_W_concatenated", "factors_to_logrates_b_concatenated"), "last"),
     )
 
-    def __init__(self, dataset_names: Iterable[str] | None = None, **fields):
+    def __init__(self, dataset_names: str | Iterable[str] | None = None, **fields):
         unknown = sorted(set(fields) - set(self.field_names()))
         if unknown:
             raise UnknownParameterError(f"ModelTrainedParams has no field(s) {unknown}; fields: {self.field_names()}")
@@ -127,7 +127,7 @@ class ModelTrainedParams(ParamsContainer):
         if dataset_names is None:
             given = next((v for v in per_dataset.values() if isinstance(v, (DatasetList, Mapping)) and len(v)), None)
             dataset_names = [] if given is None else list(given.names if isinstance(given, DatasetList) else given)
-        self.dataset_names = [str(n) for n in dataset_names]
+        self.dataset_names = dataset_name_list(dataset_names)
         for spec in self.FIELDS:
             value = fields.get(spec.name)
             if spec.per_dataset:
@@ -163,7 +163,7 @@ class ModelTrainedParams(ParamsContainer):
 
     # ---- readers (the formats live in their own modules) ---------------------------------
     @classmethod
-    def load(cls, path, dataset_names: Iterable[str] | None = None, verbose: bool = False, **options):
+    def load(cls, path, dataset_names: str | Iterable[str] | None = None, verbose: bool = False, **options):
         """Read any supported file, recognised by its content (not its name).
 
         TF LFADS ``model_params`` (flat HDF5), the lfads-run-manager export layout
@@ -186,21 +186,21 @@ class ModelTrainedParams(ParamsContainer):
         return lfads_torch.read_lfads_torch(path, dataset_names, verbose=verbose, **options)
 
     @classmethod
-    def from_tf_model_params(cls, path, dataset_names: Iterable[str] | None = None, verbose: bool = False):
+    def from_tf_model_params(cls, path, dataset_names: str | Iterable[str] | None = None, verbose: bool = False):
         """Read a TF LFADS ``model_params`` file (see :func:`lfads_tools.tf_model_params.read_tf_model_params`)."""
         from .tf_model_params import read_tf_model_params
 
         return read_tf_model_params(path, dataset_names, verbose=verbose)
 
     @classmethod
-    def from_lfads_torch(cls, path, dataset_names: Iterable[str] | None = None, verbose: bool = False):
+    def from_lfads_torch(cls, path, dataset_names: str | Iterable[str] | None = None, verbose: bool = False):
         """Read an lfads-torch checkpoint safely (see :func:`lfads_tools.lfads_torch.read_lfads_torch`)."""
         from .lfads_torch import read_lfads_torch
 
         return read_lfads_torch(path, dataset_names, verbose=verbose)
 
     @classmethod
-    def from_export_hdf5(cls, path, dataset_names: Iterable[str] | None = None):
+    def from_export_hdf5(cls, path, dataset_names: str | Iterable[str] | None = None):
         """Read the lfads-run-manager export layout written by :meth:`export_hdf5`."""
         from .tf_model_params import read_export_hdf5
 
@@ -229,7 +229,7 @@ class ModelTrainedParams(ParamsContainer):
     def select_datasets(self, names: Iterable[str]) -> "ModelTrainedParams":
         """A copy holding only the datasets ``names`` (by name or 0-based index), in that order."""
         lookup = DatasetList(self.dataset_names, self.dataset_names)
-        chosen = [self.dataset_names[lookup.index_of(n)] for n in names]
+        chosen = [self.dataset_names[lookup.index_of(n)] for n in dataset_name_list(names)]
         data = self.to_dict()
         data["dataset_names"] = chosen
         for spec in self.FIELDS:

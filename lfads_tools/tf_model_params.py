@@ -25,7 +25,7 @@ import warnings
 import h5py
 import numpy as np
 
-from lds.containers import as_numpy
+from lds.containers import as_numpy, dataset_name_list
 from lds.errors import (
     DatasetNameError,
     DefaultsUsedWarning,
@@ -190,7 +190,7 @@ def _tf_name(name: str, found) -> str:
 
 
 # ---- reading ----------------------------------------------------------------------------
-def read_tf_model_params(path, dataset_names: Iterable[str] | None = None, verbose: bool = False
+def read_tf_model_params(path, dataset_names: str | Iterable[str] | None = None, verbose: bool = False
                          ) -> ModelTrainedParams:
     """Read a TF LFADS ``model_params`` file into a :class:`ModelTrainedParams`.
 
@@ -205,7 +205,7 @@ def read_tf_model_params(path, dataset_names: Iterable[str] | None = None, verbo
         keys = list(f.keys())  # root entries; a group under a weight name fails to read, with the key named
         found = _file_dataset_names(keys)
         available = _default_names(f, found, path)
-        dataset_names = available if dataset_names is None else [str(n) for n in dataset_names]
+        dataset_names = available if dataset_names is None else dataset_name_list(dataset_names)
         missing = [n for n in dataset_names if _tf_name(n, found) not in found]
         if missing:
             raise DatasetNameError(f"{path} has no parameters for dataset(s) {missing}; "
@@ -299,14 +299,14 @@ def export_hdf5(params: ModelTrainedParams, path, overwrite: bool = False) -> Pa
     return Path(path)
 
 
-def read_export_hdf5(path, dataset_names: Iterable[str] | None = None) -> ModelTrainedParams:
+def read_export_hdf5(path, dataset_names: str | Iterable[str] | None = None) -> ModelTrainedParams:
     """Read the export layout back (derived properties are recomputed, not read)."""
     path = Path(path)
     with _open_hdf5(path) as f:
         if "dataset_names" not in f:
             raise FileFormatError(f"{path} is not an lfads-run-manager export: it has no /dataset_names")
         available = [n.decode() if isinstance(n, bytes) else str(n) for n in np.ravel(_read(f, "dataset_names", path))]
-        names = available if dataset_names is None else [str(n) for n in dataset_names]
+        names = available if dataset_names is None else dataset_name_list(dataset_names)
         missing = [n for n in names if n not in available]
         if missing:
             raise DatasetNameError(f"{path} has no dataset(s) {missing}; the datasets in the file are {available}")

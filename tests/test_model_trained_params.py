@@ -110,6 +110,21 @@ def test_dataset_names_given_select_and_order_run_manager_style(full_model):
     assert only.dataset_names == ["dsB.h5"] and only.num_channels_by_dataset == [6]
 
 
+def test_names_with_or_without_h5_and_one_name_as_a_string(full_model, tmp_path):
+    path, values = full_model
+    run_style = ModelTrainedParams.from_tf_model_params(path, dataset_names=["dsB", "dsA"])
+    np.testing.assert_array_equal(run_style.x_to_infac_W["dsB.h5"], values["x_to_infac_W"]["dsB.h5"])
+    tf_style = ModelTrainedParams.load(path)
+    assert tf_style.factors_to_logrates_W["dsA"] is tf_style.factors_to_logrates_W[0]
+    assert "dataset_names: {2x1 cell}" in repr(tf_style)  # nDatasets x 1, as MATLAB shows datasetNames
+    assert ModelTrainedParams.from_tf_model_params(path, dataset_names="dsB").dataset_names == ["dsB"]
+    assert tf_style.select_datasets("dsA").dataset_names == ["dsA.h5"]
+    tf_style.export_hdf5(tmp_path / "export.h5")
+    assert ModelTrainedParams.from_export_hdf5(tmp_path / "export.h5", "dsB.h5").dataset_names == ["dsB.h5"]
+    torch.save(torch_state_dict([5]), tmp_path / "sd.pt")
+    assert ModelTrainedParams.from_lfads_torch(tmp_path / "sd.pt", dataset_names="mine").dataset_names == ["mine"]
+
+
 def test_unknown_dataset_names_list_the_available_ones(full_model):
     with pytest.raises(DatasetNameError) as info:
         ModelTrainedParams.from_tf_model_params(full_model[0], dataset_names=["dsA", "nope"])
