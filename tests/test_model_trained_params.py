@@ -10,9 +10,17 @@ import pytest
 import torch
 
 from lds.containers import DatasetList
-from lds.errors import DatasetNameError, FileFormatError, MissingFileError, OverwriteError, ShapeError
+from lds.errors import (
+    DatasetNameError,
+    FileFormatError,
+    MissingFileError,
+    OverwriteError,
+    ShapeError,
+    UnsafeCheckpointError,
+)
 from lfads_tools import ModelTrainedParams
 from lfads_tools.lfads_torch import gru_tf_to_torch
+from lfads_tools.safe_unpickle import read_torch_file
 
 from lfads_fixtures import (
     SIZES,
@@ -390,8 +398,6 @@ def test_unknown_persistent_ids_are_unsafe(tmp_path):
     import io
     import pickle
 
-    from lds.errors import UnsafeCheckpointError
-
     class Pickler(pickle.Pickler):
         def persistent_id(self, obj):
             return ("module", "os", "system") if obj == "payload" else None
@@ -400,8 +406,57 @@ def test_unknown_persistent_ids_are_unsafe(tmp_path):
     Pickler(data, protocol=2).dump({"state_dict": {"w": "payload"}})
     with zipfile.ZipFile(tmp_path / "odd.ckpt", "w") as z:
         z.writestr("odd/data.pkl", data.getvalue())
-    with pytest.raises(UnsafeCheckpointError, match="persistent id"):
+    with pytest.raises(UnsafeCheckpointError, match="persistent id") as info:
         ModelTrainedParams.load(tmp_path / "odd.ckpt")
+    assert str(tmp_path / "odd.ckpt") in str(info.value)
+
+
+def _rewrite_zip(source, target, change):
+    """Copy a zip file, passing every member's bytes through ``change(name, data)``."""
+    with zipfile.ZipFile(source) as old, zipfile.ZipFile(target, "w") as new:
+        for name in old.namelist():
+            new.writestr(name, change(name, old.read(name)))
+
+
+def test_damaged_tensor_storages_are_errors_that_name_the_file(tmp_path):
+    torch.save({"w": torch.arange(4.0)}, tmp_path / "good.pt")
+    for label, cut, expected in (("short", 8, "needs 4 elements but its storage '0' has 2"),
+                                 ("ragged", 7, "7 bytes, not a whole number of float32")):
+        _rewrite_zip(tmp_path / "good.pt", tmp_path / f"{label}.pt",
+                     lambda name, data: data[:cut] if name.endswith("/data/0") else data)
+        with pytest.raises(FileFormatError, match=expected) as info:
+            read_torch_file(tmp_path / f"{label}.pt")
+        assert str(tmp_path / f"{label}.pt") in str(info.value)
+
+    def quantized(name, data):  # a storage type the reader does not rebuild
+        return data.replace(b"FloatStorage", b"QInt8Storage") if name.endswith("data.pkl") else data
+
+    _rewrite_zip(tmp_path / "good.pt", tmp_path / "qint.pt", quantized)
+    with pytest.raises(UnsafeCheckpointError, match=r"qint\.pt: storage '0' has type torch\.QInt8Storage"):
+        read_torch_file(tmp_path / "qint.pt")
+
+
+def test_protocol_2_builtins_are_rebuilt_not_stood_in(tmp_path):
+    """torch.save writes protocol-2 pickles, which name set/frozenset/complex as __builtin__'s."""
+    plain = {"s": {1, 2}, "f": frozenset([3]), "c": 1 + 2j}
+    torch.save({"state_dict": torch_state_dict([5]), "hyper_parameters": plain}, tmp_path / "last.ckpt")
+    checkpoint, stand_ins = read_torch_file(tmp_path / "last.ckpt")
+    assert checkpoint["hyper_parameters"] == plain and not stand_ins
+
+
+def test_tensors_of_dtypes_without_a_typed_storage(tmp_path):
+    """uint16/32/64 come as untyped bytes plus a dtype (torch's _rebuild_tensor_v3); float8 has no NumPy type."""
+    values = np.arange(12).reshape(3, 4)
+    tensors = {name: torch.from_numpy(values.astype(name)).to(getattr(torch, name))[:, 1:3]
+               for name in ("uint16", "uint32", "uint64", "float32")}
+    torch.save(tensors, tmp_path / "ints.pt")
+    loaded, _ = read_torch_file(tmp_path / "ints.pt")
+    for name in tensors:
+        assert loaded[name].dtype == np.dtype(name)
+        np.testing.assert_array_equal(loaded[name], values[:, 1:3])
+    torch.save({"f8": torch.ones(2).to(torch.float8_e4m3fn)}, tmp_path / "f8.pt")
+    with pytest.raises(FileFormatError, match=r"f8\.pt: a tensor has dtype torch\.float8_e4m3fn"):
+        read_torch_file(tmp_path / "f8.pt")
 
 
 # ---- bad input ---------------------------------------------------------------------------------
