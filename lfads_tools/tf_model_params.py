@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import re
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterable
 import warnings
@@ -30,6 +31,7 @@ from lds.errors import (
     DatasetNameError,
     DefaultsUsedWarning,
     FileFormatError,
+    LfadsToolsError,
     MissingFileError,
 )
 from lds.fileio import atomic_path
@@ -102,6 +104,8 @@ _ZERO_BIAS_KEYS = {"LFADS_gen_gen_2_fac_b:0", *(f"LFADS_{scope}_GenGRU_{layer}_b
 _DATASET_KEY = re.compile(r"^LFADS_(?:readin_)?(?:x_2_infac|glm_fac_2_logrates)_(?P<ds>.+)_[Wb]:0$")
 #: Root attribute in which our writer keeps the dataset names and their order (TF files do not record it).
 NAMES_ATTRIBUTE = "dataset_names"
+#: What h5py raises on damaged content (a broken B-tree, heap or object header).
+_H5_ERRORS = (OSError, RuntimeError, KeyError, ValueError, TypeError)
 
 
 def _is_optimizer_key(key: str) -> bool:
@@ -121,8 +125,9 @@ def file_kind(path) -> str:
     if native.is_native_file(path):
         return "native"
     if h5py.is_hdf5(path):
-        with _open_hdf5(path) as f:
-            return "export" if "dataset_names" in f and not any(k.endswith(":0") for k in f) else "tf"
+        with _reading(path) as f:
+            keys = _root_keys(f, path)
+            return "export" if "dataset_names" in keys and not any(k.endswith(":0") for k in keys) else "tf"
     if head.startswith(ZIP_SIGNATURE) or head[:1] == b"\x80":
         return "torch"
     found = "an empty file" if not head else f"a file starting with bytes {head!r}"
@@ -140,10 +145,30 @@ def _open_hdf5(path) -> h5py.File:
         raise FileFormatError(f"{path} is not a readable HDF5 file (truncated or corrupt?): {exc}") from None
 
 
+@contextmanager
+def _reading(path):
+    """The open HDF5 file; h5py's errors on damaged content become a :class:`FileFormatError` naming it."""
+    with _open_hdf5(path) as f:
+        try:
+            yield f
+        except LfadsToolsError:
+            raise
+        except _H5_ERRORS as exc:
+            raise FileFormatError(f"{path} is damaged (truncated or corrupt?): {type(exc).__name__}: {exc}") from None
+
+
+def _root_keys(f: h5py.File, path) -> list[str]:
+    keys = list(f.keys())
+    damaged = next((k for k in keys if not isinstance(k, str)), None)  # h5py gives undecodable names as bytes
+    if damaged is not None:
+        raise FileFormatError(f"{path} is damaged (corrupt?): the root holds a name that is not text, {damaged!r}")
+    return keys
+
+
 def _read(f: h5py.File, key: str, path) -> np.ndarray:
     try:
         return f[key][()]
-    except (OSError, KeyError, ValueError, TypeError) as exc:
+    except _H5_ERRORS as exc:
         raise FileFormatError(f"{path}: cannot read {key!r} (truncated or corrupt file?): {exc}") from None
 
 
@@ -201,8 +226,8 @@ def read_tf_model_params(path, dataset_names: str | Iterable[str] | None = None,
     all-zero bias variants are skipped; ``verbose=True`` prints every other key not used.
     """
     path = Path(path)
-    with _open_hdf5(path) as f:
-        keys = list(f.keys())  # root entries; a group under a weight name fails to read, with the key named
+    with _reading(path) as f:
+        keys = _root_keys(f, path)  # a group under a weight name fails to read, with the key named
         found = _file_dataset_names(keys)
         available = _default_names(f, found, path)
         dataset_names = available if dataset_names is None else dataset_name_list(dataset_names)
@@ -302,7 +327,7 @@ def export_hdf5(params: ModelTrainedParams, path, overwrite: bool = False) -> Pa
 def read_export_hdf5(path, dataset_names: str | Iterable[str] | None = None) -> ModelTrainedParams:
     """Read the export layout back (derived properties are recomputed, not read)."""
     path = Path(path)
-    with _open_hdf5(path) as f:
+    with _reading(path) as f:
         if "dataset_names" not in f:
             raise FileFormatError(f"{path} is not an lfads-run-manager export: it has no /dataset_names")
         available = [n.decode() if isinstance(n, bytes) else str(n) for n in np.ravel(_read(f, "dataset_names", path))]

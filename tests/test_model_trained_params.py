@@ -13,6 +13,7 @@ from lds.containers import DatasetList
 from lds.errors import (
     DatasetNameError,
     FileFormatError,
+    LfadsToolsError,
     MissingFileError,
     OverwriteError,
     ShapeError,
@@ -489,6 +490,32 @@ def test_bad_files_give_clear_errors(tmp_path, full_model):
     torch.save({"linear.weight": torch.zeros(2, 2)}, tmp_path / "other.pt")
     with pytest.raises(FileFormatError, match="linear.weight"):
         ModelTrainedParams.load(tmp_path / "other.pt")
+
+
+@pytest.mark.parametrize("kind", ["tf", "export", "checkpoint"])
+def test_overwritten_bytes_give_library_errors_naming_the_file(tmp_path, kind):
+    """64 bytes of 0xff at 32 offsets across the file: a damaged index, names, heaps or zip records are library errors.
+
+    Damaged array data inside a TF file cannot be detected (HDF5 keeps no checksums there), so some copies load.
+    """
+    original = tmp_path / "original"
+    if kind == "checkpoint":
+        save_lightning_checkpoint(original, torch_state_dict([5, 6]))
+    else:
+        write_tf_model_params(original, DATASETS)
+        if kind == "export":
+            ModelTrainedParams.load(original).export_hdf5(tmp_path / "export.h5")
+            original = tmp_path / "export.h5"
+    data = original.read_bytes()
+    damaged, refused = tmp_path / "damaged", 0
+    for offset in range(0, len(data), len(data) // 32):
+        damaged.write_bytes(data[:offset] + b"\xff" * 64 + data[offset + 64:])
+        try:
+            ModelTrainedParams.load(damaged)
+        except LfadsToolsError as exc:
+            assert str(damaged) in str(exc), (offset, exc)
+            refused += 1
+    assert refused > 0
 
 
 def test_inconsistent_shapes_between_sections_are_refused(tmp_path):
