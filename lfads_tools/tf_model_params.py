@@ -198,10 +198,15 @@ def _file_dataset_names(keys) -> list[str]:
     return list(dict.fromkeys(m["ds"] for m in map(_DATASET_KEY.match, sorted(keys)) if m))
 
 
+def _names_fit(names: list[str], found: list[str]) -> bool:
+    """``names`` are the file's datasets; without per-dataset keys (identity read-in and read-out) it holds one."""
+    return sorted(_tf_name(n, found) for n in names) == sorted(found) if found else len(names) == 1
+
+
 def _default_names(f: h5py.File, found: list[str], path: Path) -> list[str]:
     """Names written by us, else the order of ``hyperparameters-*.txt``, else the file's (sorted) names."""
     for names in (_stored_names(f), _hyperparameter_names(path)):
-        if names is not None and sorted(_tf_name(n, found) for n in names) == sorted(found):
+        if names is not None and _names_fit(names, found):
             return names
         if names is not None:
             warnings.warn(f"the dataset names {names} kept in or beside {path} do not match its per-dataset keys "
@@ -222,8 +227,10 @@ def read_tf_model_params(path, dataset_names: str | Iterable[str] | None = None,
     ``dataset_names`` selects and orders the datasets, by the name lfads-run-manager
     uses (``dataset001``, looked up as ``dataset001.h5``) or the TF name itself. By default
     the names come from the file (kept there by :func:`save_tf_model_params`), else from a
-    ``hyperparameters-*.txt`` beside it, else from the per-dataset keys. Optimizer state and
-    all-zero bias variants are skipped; ``verbose=True`` prints every other key not used.
+    ``hyperparameters-*.txt`` beside it, else from the per-dataset keys. A single-dataset
+    model with identity read-in and read-out has no per-dataset keys: it takes one name,
+    and its per-dataset fields are empty. Optimizer state and all-zero bias variants are
+    skipped; ``verbose=True`` prints every other key not used.
     """
     path = Path(path)
     with _reading(path) as f:
@@ -231,10 +238,13 @@ def read_tf_model_params(path, dataset_names: str | Iterable[str] | None = None,
         found = _file_dataset_names(keys)
         available = _default_names(f, found, path)
         dataset_names = available if dataset_names is None else dataset_name_list(dataset_names)
-        missing = [n for n in dataset_names if _tf_name(n, found) not in found]
+        missing = [n for n in dataset_names if _tf_name(n, found) not in found] if found else []
         if missing:
             raise DatasetNameError(f"{path} has no parameters for dataset(s) {missing}; "
                                    f"the datasets in the file are {available}")
+        if not found and len(dataset_names) > 1:
+            raise DatasetNameError(f"{path} has no per-dataset keys (identity read-in and read-out), so it holds a "
+                                   f"single dataset; got the dataset names {dataset_names}")
         key_set, used, fields = set(keys), set(), {}
         for field, template in TF_KEYS.items():
             if "{}" not in template:

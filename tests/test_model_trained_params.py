@@ -2,6 +2,7 @@
 
 import os
 import shutil
+import warnings
 import zipfile
 
 import h5py
@@ -164,6 +165,25 @@ def test_single_dataset_without_read_in_and_no_controller(tmp_path):
     sd = mtp.to_lfads_torch_state_dict()  # identity g0 map and empty controller tensors, as lfads-torch keeps them
     np.testing.assert_array_equal(sd["decoder.ic_to_g0.weight"], np.eye(7))
     assert sd["decoder.con_h0"].shape == (1, 0) and sd["decoder.rnn.cell.gen_cell.weight_ih"].shape == (21, 0)
+
+
+def test_single_dataset_with_identity_read_in_and_read_out_keeps_its_name(tmp_path):
+    """No per-dataset keys at all (one dataset, no alignment matrix, F == D): one name, from the hps or the caller."""
+    path = tmp_path / "model_params"
+    values = write_tf_model_params(path, {"sess.h5": SIZES["F"]}, read_in=False, controller=False)
+    with h5py.File(path, "a") as f:
+        for key in [k for k in f if "_glm_" in k]:
+            del f[key]
+    assert ModelTrainedParams.load(path).dataset_names == []  # nothing names it
+    write_hyperparameters(tmp_path, ["sess.h5"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        mtp = ModelTrainedParams.load(path)
+    assert mtp.dataset_names == ["sess.h5"] and mtp.num_datasets == 1 and len(mtp.factors_to_logrates_W) == 0
+    np.testing.assert_array_equal(mtp.gen_to_factors_W, values["gen_to_factors_W"])
+    assert ModelTrainedParams.from_tf_model_params(path, dataset_names="sess").dataset_names == ["sess"]
+    with pytest.raises(DatasetNameError, match="single dataset"):
+        ModelTrainedParams.from_tf_model_params(path, dataset_names=["a", "b"])
 
 
 def test_fixed_prior_variances_and_no_zero_bias_variant(tmp_path):
