@@ -31,7 +31,7 @@ from typing import Iterable, Mapping
 import numpy as np
 
 from lds.containers import as_numpy, dataset_name_list
-from lds.errors import DatasetNameError, DefaultsUsedWarning, FileFormatError, ValidationError
+from lds.errors import DatasetNameError, DefaultsUsedWarning, FileFormatError, ShapeError, ValidationError
 
 from .model_trained_params import ModelTrainedParams, build_checked
 from .safe_unpickle import StandIn, read_torch_file
@@ -47,8 +47,12 @@ _SESSION_KEY = re.compile(r"^(readin|readout)\.(\d+)\.(weight|bias)$")
 
 
 # ---- GRU weights ------------------------------------------------------------------------
-def gru_torch_to_tf(weight_ih, weight_hh, bias_ih, bias_hh) -> dict:
-    """One lfads-torch GRU cell's weights as TF blocks ``x_ru, h_ru, b_ru, x_c, h_c, b_c`` (``[in, out]``)."""
+def gru_torch_to_tf(weight_ih, weight_hh, bias_ih, bias_hh, name: str = "GRU cell") -> dict:
+    """One lfads-torch GRU cell's weights as TF blocks ``x_ru, h_ru, b_ru, x_c, h_c, b_c`` (``[in, out]``).
+
+    The shapes must be ``[3H, in]``, ``[3H, H]``, ``[3H]``, ``[3H]``; else a :class:`ShapeError` names ``name``.
+    """
+    _check_cell(name, weight_ih, weight_hh, bias_ih, bias_hh)
     hidden = weight_hh.shape[1]
     z, r, n = slice(0, hidden), slice(hidden, 2 * hidden), slice(2 * hidden, 3 * hidden)
     return {
@@ -59,6 +63,19 @@ def gru_torch_to_tf(weight_ih, weight_hh, bias_ih, bias_hh) -> dict:
         "h_c": np.ascontiguousarray(weight_hh[n].T),
         "b_c": (bias_ih[n] + bias_hh[n])[None, :],
     }
+
+
+def _check_cell(name: str, weight_ih, weight_hh, bias_ih, bias_hh) -> None:
+    """``weight_ih [3H, in]``, ``weight_hh [3H, H]``, ``bias_ih``/``bias_hh [3H]``, with H from ``weight_hh``."""
+    if weight_hh.ndim != 2:
+        raise ShapeError(f"{name}.weight_hh should be a (3*H, H) matrix but has shape {tuple(weight_hh.shape)}")
+    hidden = weight_hh.shape[1]
+    wanted = {"weight_ih": (3 * hidden, *weight_ih.shape[1:2]), "weight_hh": (3 * hidden, hidden),
+              "bias_ih": (3 * hidden,), "bias_hh": (3 * hidden,)}
+    for part, array in zip(wanted, (weight_ih, weight_hh, bias_ih, bias_hh)):
+        if tuple(array.shape) != wanted[part]:
+            raise ShapeError(f"{name}.{part} should have shape {wanted[part]} (3*H rows for the hidden size H = "
+                             f"{hidden} of weight_hh) but has shape {tuple(array.shape)}")
 
 
 def gru_tf_to_torch(x_ru, h_ru, b_ru, x_c, h_c, b_c) -> dict:
@@ -112,7 +129,7 @@ class _Keys:
         if any(p is None for p in parts):
             raise FileFormatError(f"{self.source}: GRU cell {prefix} lacks some of weight_ih, weight_hh, bias_ih, "
                                   "bias_hh")
-        return gru_torch_to_tf(*parts)
+        return gru_torch_to_tf(*parts, name=f"{self.source}: {prefix}")
 
 
 def _split_rows(weight, bias, first: str, second: str) -> dict:
@@ -143,6 +160,9 @@ def fields_from_state_dict(state_dict: Mapping, num_sessions: int | None = None,
     fields: dict = {}
     for field, (module, gates) in _ENCODERS.items():
         h0 = keys.get(f"encoder.{module}_h0")
+        if h0 is not None and (h0.ndim != 3 or h0.shape[:2] != (2, 1)):
+            raise ShapeError(f"{source}: encoder.{module}_h0 should have shape (2, 1, H) (forward, backward) but has "
+                             f"shape {tuple(h0.shape)}")
         for index, (direction, torch_direction) in enumerate((("fwd", "fwd"), ("rev", "bwd"))):
             if h0 is not None:
                 fields[f"{field}_{direction}_t0"] = h0[index].reshape(1, -1)

@@ -1,6 +1,7 @@
 """ModelTrainedParams: TF model_params and lfads-torch readers, writers, GRU conversion, safety, bad input."""
 
 import os
+import re
 import shutil
 import warnings
 import zipfile
@@ -21,7 +22,7 @@ from lds.errors import (
     UnsafeCheckpointError,
 )
 from lfads_tools import ModelTrainedParams
-from lfads_tools.lfads_torch import gru_tf_to_torch
+from lfads_tools.lfads_torch import gru_tf_to_torch, gru_torch_to_tf
 from lfads_tools.safe_unpickle import read_torch_file
 
 from lfads_fixtures import (
@@ -346,6 +347,25 @@ def test_model_without_controller_has_missing_controller_fields(tmp_path):
     assert len(controller) == 23 and all(getattr(mtp, name) is None for name in controller)
     assert mtp.gen_gengru_x_to_ru_W is None and mtp.gen_gengru_x_to_c_W is None
     assert len(mtp.x_to_infac_W) == 0 and mtp.dims["c_in_factors_dim"] == 8 and mtp.dims["c_co_dim"] == 0
+
+
+@pytest.mark.parametrize("key, shape", [
+    ("encoder.ic_enc.fwd_gru.cell.weight_ih", (3 * 5 + 2, 3)),
+    ("decoder.rnn.cell.gen_cell.weight_hh", (3 * 7 + 1, 7)),
+    ("decoder.rnn.cell.con_cell.weight_hh", (18,)),
+    ("decoder.rnn.cell.gen_cell.bias_ih", (3 * 7 + 4,)),
+    ("encoder.ic_enc.bwd_gru.cell.bias_hh", (3 * 5 + 4,)),
+    ("encoder.ic_enc_h0", (3, 1, 5)),
+    ("encoder.ci_enc_h0", (2, 4)),
+])
+def test_malformed_gru_tensors_are_refused_naming_the_key(tmp_path, key, shape):
+    sd = torch_state_dict([5, 6])
+    sd[key] = torch.zeros(shape)
+    torch.save(sd, tmp_path / "sd.pt")
+    with pytest.raises(ShapeError, match=re.escape(f"sd.pt: {key}")):
+        ModelTrainedParams.load(tmp_path / "sd.pt")
+    with pytest.raises(ShapeError, match=r"GRU cell\.bias_ih should have shape \(6,\)"):
+        gru_torch_to_tf(np.zeros((6, 3)), np.zeros((6, 2)), np.zeros(7), np.zeros(6))
 
 
 def test_session_names_from_the_data_configuration(tmp_path):
