@@ -195,16 +195,29 @@ def fields_from_state_dict(state_dict: Mapping, num_sessions: int | None = None,
         biases = [keys.get(f"{module}.{s}.bias") for s in range(sessions)]
         fields[f"{field}_W"] = None if any(w is None for w in weights) else [w.T for w in weights]
         fields[f"{field}_b"] = None if any(b is None for b in biases) else [_row(b) for b in biases]
-    _drop_non_poisson_readout(fields, source)
+    encoder = keys.get("encoder.ic_enc.fwd_gru.cell.weight_ih")
+    _drop_non_poisson_readout(fields, 0 if encoder is None else encoder.shape[1], source)
     fields = {name: None if isinstance(value, np.ndarray) and value.size == 0 else value
               for name, value in fields.items()}
     return {k: np.ascontiguousarray(v) if isinstance(v, np.ndarray) else v for k, v in fields.items()}, keys.used
 
 
-def _drop_non_poisson_readout(fields: dict, source) -> None:
-    """A read-out with several rows per neuron (Gaussian, ZIG, ...) is not ``factors_to_logrates``."""
+def _drop_non_poisson_readout(fields: dict, encoder_inputs: int, source) -> None:
+    """A read-out with several rows per neuron (Gaussian, ZIG, ...) is not ``factors_to_logrates``.
+
+    A session's neurons are its read-in's inputs; without a read-in (one session) they are
+    the encoder's inputs, and a Poisson read-out may have more rows (held-out neurons, as
+    in the NLB configs), so there only a whole multiple of them counts.
+    """
     read_in, read_out = fields.get("x_to_infac_W"), fields.get("factors_to_logrates_W")
-    if read_in and read_out and any(w.shape[1] != r.shape[0] for w, r in zip(read_out, read_in)):
+    if not read_out:
+        return
+    if read_in:
+        several = any(w.shape[1] != r.shape[0] for w, r in zip(read_out, read_in))
+    else:
+        rows = read_out[0].shape[1]
+        several = len(read_out) == 1 and 0 < encoder_inputs < rows and rows % encoder_inputs == 0
+    if several:
         warnings.warn(f"{source}: the read-out has more rows than neurons (not a Poisson model); "
                       "factors_to_logrates is left empty", DefaultsUsedWarning, stacklevel=3)
         fields["factors_to_logrates_W"] = fields["factors_to_logrates_b"] = None

@@ -14,6 +14,7 @@ import torch
 from lds.containers import DatasetList
 from lds.errors import (
     DatasetNameError,
+    DefaultsUsedWarning,
     FileFormatError,
     LfadsToolsError,
     MissingFileError,
@@ -347,6 +348,21 @@ def test_model_without_controller_has_missing_controller_fields(tmp_path):
     assert len(controller) == 23 and all(getattr(mtp, name) is None for name in controller)
     assert mtp.gen_gengru_x_to_ru_W is None and mtp.gen_gengru_x_to_c_W is None
     assert len(mtp.x_to_infac_W) == 0 and mtp.dims["c_in_factors_dim"] == 8 and mtp.dims["c_co_dim"] == 0
+
+
+def test_gaussian_read_out_without_read_in_is_not_taken_for_poisson(tmp_path):
+    """One session without read-in: 2 read-out rows per encoded neuron is Gaussian; extra rows (held-out) are not."""
+    sd = torch_state_dict([8], read_in=False)
+    sd["readout.0.weight"], sd["readout.0.bias"] = torch.ones(16, 3), torch.ones(16)  # rows [means; logvars]
+    torch.save(sd, tmp_path / "gaussian.pt")
+    with pytest.warns(DefaultsUsedWarning, match="not a Poisson model"):
+        mtp = ModelTrainedParams.load(tmp_path / "gaussian.pt")
+    assert len(mtp.factors_to_logrates_W) == 0 and mtp.dims["c_in_factors_dim"] == 8
+    sd["readout.0.weight"], sd["readout.0.bias"] = torch.ones(11, 3), torch.ones(11)  # 8 encoded + 3 held out
+    torch.save(sd, tmp_path / "held_out.pt")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert ModelTrainedParams.load(tmp_path / "held_out.pt").num_channels_by_dataset == [11]
 
 
 @pytest.mark.parametrize("key, shape", [
