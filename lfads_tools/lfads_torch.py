@@ -299,10 +299,50 @@ def read_lfads_torch(path, dataset_names: str | Iterable[str] | None = None, ver
         print(f"{path}: {len(unused)} state_dict keys not used" + "".join(f"\n  {k}" for k in unused))
         if stand_ins:
             print(f"{path}: objects of these classes were not rebuilt (inert stand-ins): {sorted(stand_ins)}")
-    return build_checked(fields, names, path)
+    params = build_checked(fields, names, path)
+    _check_lfads_torch_inputs(params.dims, path)
+    return params
+
+
+def _check_lfads_torch_inputs(dims: dict, path) -> None:
+    """lfads-torch's encoders take the read-in's output; its controller takes ``[ci_fwd, ci_bwd, factors]``."""
+    expected = {"c_enc_input_dim": dims["c_in_factors_dim"],
+                "c_con_input_dim": 2 * dims["c_ci_enc_dim"] + dims["c_factors_dim"] if dims["c_con_dim"] else 0}
+    for name, size in expected.items():
+        if dims[name] != size:
+            cell = "encoder.ic_enc.fwd_gru.cell" if name == "c_enc_input_dim" else "decoder.rnn.cell.con_cell"
+            raise ShapeError(f"{path}: {cell}.weight_ih has {dims[name]} input columns; an lfads-torch model feeds it "
+                             f"{size}")
 
 
 # ---- fields -> state_dict ----------------------------------------------------------------------
+def _controller_inputs_as_lfads_torch(p: dict, dims: dict) -> None:
+    """Give the controller lfads-torch's inputs ``[ci_fwd, ci_bwd, factors]`` (``p`` is changed in place).
+
+    TF feeds ``ci_bwd`` unless the controller is causal (no reverse controller-input
+    encoder) and the factors if ``do_feed_factors_to_controller``; what it does not feed
+    gets zero input weights, and a causal model gets a zero reverse encoder.
+    """
+    ci, factors, rows = dims["c_ci_enc_dim"], dims["c_factors_dim"], dims["c_con_input_dim"]
+    causal = p["ci_enc_fwd_t0"] is not None and p["ci_enc_rev_t0"] is None
+    encoded = ci if causal else 2 * ci
+    if rows - encoded not in (0, factors):
+        raise ValidationError(f"the controller takes {rows} inputs: {encoded} from the controller-input encoders and "
+                              f"{rows - encoded} others, which are not the {factors} factors (rates fed back?); "
+                              "lfads-torch cannot represent that")
+    for name in ("con_gengru_x_to_ru_W", "con_gengru_x_to_c_W"):
+        weight = p[name]
+        if weight is None:
+            continue
+        zeros = np.zeros((max(ci, factors), weight.shape[1]), weight.dtype)
+        backward = zeros[:ci] if causal else weight[ci:encoded]
+        fed_back = weight[encoded:] if rows > encoded else zeros[:factors]
+        p[name] = np.concatenate([weight[:ci], backward, fed_back])
+    if causal:
+        p.update({n.replace("ci_enc_fwd", "ci_enc_rev"): np.zeros_like(v) for n, v in list(p.items())
+                  if n.startswith("ci_enc_fwd") and v is not None})
+
+
 def to_lfads_torch_state_dict(params: ModelTrainedParams) -> dict:
     """An lfads-torch ``state_dict`` (NumPy arrays, sessions in ``dataset_names`` order) of ``params``.
 
@@ -316,7 +356,14 @@ def to_lfads_torch_state_dict(params: ModelTrainedParams) -> dict:
     if needed:
         raise ValidationError(f"an lfads-torch state_dict needs {needed}, which this ModelTrainedParams lacks")
     dims = params.dims
+    if dims["c_enc_input_dim"] != dims["c_in_factors_dim"]:
+        external = dims["c_enc_input_dim"] - dims["c_in_factors_dim"]
+        raise ValidationError(f"this model feeds {external} external inputs to its encoders (TF LFADS without "
+                              "inject_ext_input_to_gen); lfads-torch feeds none there, so the model has no "
+                              "lfads-torch equivalent")
     dtype = next((v.dtype for v in p.values() if v is not None), np.float32)
+    if dims["c_con_input_dim"]:
+        _controller_inputs_as_lfads_torch(p, dims)
     out: dict = {}
     for index, field in enumerate(params.x_to_infac_W):
         out[f"readin.{index}.weight"] = as_numpy(field).T
@@ -342,7 +389,7 @@ def to_lfads_torch_state_dict(params: ModelTrainedParams) -> dict:
     out["decoder.ic_to_g0.weight"] = np.eye(gen, dtype=dtype) if identity else p["g0_to_gen_ic_W"].T
     out["decoder.ic_to_g0.bias"] = np.zeros(gen, dtype) if identity else p["g0_to_gen_ic_b"][0]
     inputs = {"con_gengru": 2 * dims["c_ci_enc_dim"] + dims["c_factors_dim"],
-              "gen_gengru": co + dims["c_ext_input_dim"]}
+              "gen_gengru": dims["c_gen_input_dim"]}
     for field, prefix in _CELLS.items():
         size = gen if field == "gen_gengru" else con
         x_ru = p[f"{field}_x_to_ru_W"] if p[f"{field}_x_to_ru_W"] is not None else np.zeros((0, 2 * size), dtype)

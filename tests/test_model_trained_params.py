@@ -21,6 +21,7 @@ from lds.errors import (
     OverwriteError,
     ShapeError,
     UnsafeCheckpointError,
+    ValidationError,
 )
 from lfads_tools import ModelTrainedParams
 from lfads_tools.lfads_torch import gru_tf_to_torch, gru_torch_to_tf
@@ -76,7 +77,8 @@ def test_tf_file_with_controller_adam_slots_and_zero_biases(full_model, capsys):
     assert mtp.dataset_names == ["dsA.h5", "dsB.h5"]
     assert_fields_equal(mtp, values)
     assert mtp.dims == {"c_factors_dim": 3, "c_in_factors_dim": 3, "c_gen_dim": 7, "c_ic_dim": 4, "c_ic_enc_dim": 5,
-                        "c_ci_enc_dim": 4, "c_con_dim": 6, "c_co_dim": 2, "c_ext_input_dim": 0,
+                        "c_ci_enc_dim": 4, "c_con_dim": 6, "c_co_dim": 2, "c_enc_input_dim": 3,
+                        "c_con_input_dim": 2 * 4 + 3, "c_gen_input_dim": 2, "c_ext_input_dim": 0,
                         "num_channels": [5, 6], "has_controller": True}
     assert capsys.readouterr().out == ""  # quiet unless verbose
 
@@ -186,6 +188,61 @@ def test_single_dataset_with_identity_read_in_and_read_out_keeps_its_name(tmp_pa
     assert ModelTrainedParams.from_tf_model_params(path, dataset_names="sess").dataset_names == ["sess"]
     with pytest.raises(DatasetNameError, match="single dataset"):
         ModelTrainedParams.from_tf_model_params(path, dataset_names=["a", "b"])
+
+
+VARIANTS = [dict(causal=True), dict(feed_factors=False), dict(causal=True, feed_factors=False),
+            dict(inject_ext_input_to_gen=False), dict(inject_ext_input_to_gen=True)]
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids=lambda v: ",".join(f"{k}={w}" for k, w in v.items()))
+def test_controller_and_external_input_variants_are_read(tmp_path, variant):
+    """Causal controller (no ci_enc_rev), no factors fed to the controller, external inputs to encoders or generator."""
+    sizes = {**SIZES, "X": 2}
+    values = write_tf_model_params(tmp_path / "model_params", DATASETS, sizes=sizes, **variant)
+    mtp = ModelTrainedParams.load(tmp_path / "model_params")
+    assert_fields_equal(mtp, values)
+    causal, fed = variant.get("causal", False), variant.get("feed_factors", True)
+    to_gen = variant.get("inject_ext_input_to_gen", True)
+    dims = mtp.dims
+    assert dims["c_con_input_dim"] == sizes["Eci"] * (1 if causal else 2) + (sizes["F"] if fed else 0)
+    assert dims["c_enc_input_dim"] == sizes["F"] + (0 if to_gen else 2) and dims["c_in_factors_dim"] == sizes["F"]
+    assert dims["c_gen_input_dim"] == sizes["U"] + (2 if to_gen else 0) and dims["c_ext_input_dim"] == 2
+
+
+@pytest.mark.parametrize("variant", VARIANTS[:3] + [{}], ids=["causal", "no factors", "causal, no factors", "full"])
+def test_controller_variants_step_the_same_in_lfads_torch(tmp_path, variant):
+    """lfads-torch's controller always takes [ci_fwd, ci_bwd, factors]: what TF does not feed gets zero weights."""
+    write_tf_model_params(tmp_path / "model_params", DATASETS, **variant)
+    mtp = ModelTrainedParams.load(tmp_path / "model_params")
+    sd = mtp.to_lfads_torch_state_dict()
+    E, F, C = SIZES["Eci"], SIZES["F"], SIZES["C"]
+    cell = [_t(sd[f"decoder.rnn.cell.con_cell.{k}"]) for k in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
+    assert cell[0].shape == (3 * C, 2 * E + F)
+    rng = np.random.default_rng(5)
+    forward, backward, factors, h = (_t(rng.normal(size=(4, n))) for n in (E, E, F, C))
+    fed = [forward] + ([] if variant.get("causal") else [backward])
+    fed += [factors] if variant.get("feed_factors", True) else []
+    want = tf_gengru_step(torch.cat(fed, 1), h, *(_t(getattr(mtp, f"con_gengru_{n}")) for n in
+                                                   ("x_to_ru_W", "h_to_ru_W", "h_to_ru_b", "x_to_c_W", "rh_to_c_W",
+                                                    "rh_to_c_b")))
+    got = torch_cell_step(torch.cat([forward, backward, factors], 1), h, *cell)
+    assert torch.allclose(got, want, atol=1e-6, rtol=0)
+    assert sd["encoder.ci_enc_h0"].shape == (2, 1, E)
+    assert sd["encoder.ci_enc.bwd_gru.cell.weight_hh"].shape == (3 * E, E)
+    torch.save({k: torch.from_numpy(v) for k, v in sd.items()}, tmp_path / "sd.pt")
+    assert ModelTrainedParams.load(tmp_path / "sd.pt").dims["c_con_input_dim"] == 2 * E + F
+
+
+def test_models_lfads_torch_cannot_represent_are_refused(tmp_path):
+    write_tf_model_params(tmp_path / "encoders", DATASETS, sizes={**SIZES, "X": 2}, inject_ext_input_to_gen=False)
+    with pytest.raises(ValidationError, match="2 external inputs to its encoders"):
+        ModelTrainedParams.load(tmp_path / "encoders").to_lfads_torch_state_dict()
+    E, C = SIZES["Eci"], SIZES["C"]
+    rates = {"LFADS/con/GenGRU/Gates/x_2_ru/W:0": np.ones((2 * E + 5, 2 * C), np.float32),  # 5 rates fed back
+             "LFADS/con/GenGRU/Candidate/x_2_c/W:0": np.ones((2 * E + 5, C), np.float32)}
+    write_tf_model_params(tmp_path / "rates", DATASETS, extra=rates)
+    with pytest.raises(ValidationError, match="5 others, which are not the 3 factors"):
+        ModelTrainedParams.load(tmp_path / "rates").to_lfads_torch_state_dict()
 
 
 def test_fixed_prior_variances_and_no_zero_bias_variant(tmp_path):
@@ -580,16 +637,39 @@ def test_inconsistent_shapes_between_sections_are_refused(tmp_path):
     with pytest.raises(ShapeError, match="c_gen_dim") as info:
         ModelTrainedParams.load(tmp_path / "model_params")
     assert "model_params" in str(info.value)
+    E, C, F = SIZES["Eci"], SIZES["C"], SIZES["F"]
+    x_rows = {"LFADS/con/GenGRU/Candidate/x_2_c/W:0": np.zeros((2 * E + F + 1, C), np.float32)}  # x_2_ru has 2E+F
+    wide_read_in = {f"LFADS/x_2_infac_{ds}/{p}:0": np.zeros((D if p == "W" else 1, F + 1), np.float32)
+                    for ds, D in DATASETS.items() for p in "Wb"}  # encoders built on F inputs
+    few_inputs = {f"LFADS/con/GenGRU/{g}/W:0": np.zeros((2 * E - 1, n * C), np.float32)
+                  for g, n in (("Gates/x_2_ru", 2), ("Candidate/x_2_c", 1))}  # fewer than ci_fwd + ci_rev
+    both = {f"LFADS/gen/GenGRU/{g}/W:0": np.zeros((SIZES["U"] + 2, n * SIZES["G"]), np.float32)
+            for g, n in (("Gates/x_2_ru", 2), ("Candidate/x_2_c", 1))}  # 2 more generator inputs, and 2 to encoders
+    for name, extra, message in (("x_rows", x_rows, r"con_gengru_x_to_c_W should have shape \(11, 6\)"),
+                                 ("wide_read_in", wide_read_in, "c_enc_input_dim = 3 inputs, fewer than the read-in"),
+                                 ("few_inputs", few_inputs, "c_con_input_dim = 7 inputs, fewer than the controller"),
+                                 ("both", both, "both the encoders and the generator take external inputs")):
+        write_tf_model_params(tmp_path / name, DATASETS, sizes={**SIZES, "X": 2}, extra=extra,
+                              inject_ext_input_to_gen=name != "both")
+        with pytest.raises(ShapeError, match=message):
+            ModelTrainedParams.load(tmp_path / name)
     sd = torch_state_dict([5, 6])
     sd["readout.1.weight"] = torch.zeros(6, 4)  # 4 factors where the generator makes 3
     torch.save(sd, tmp_path / "sd.pt")
     with pytest.raises(ShapeError, match="factors_to_logrates_W"):
         ModelTrainedParams.load(tmp_path / "sd.pt")
+    for key, columns, expected in (("encoder.ic_enc.fwd_gru.cell.weight_ih", F + 1, F),
+                                   ("decoder.rnn.cell.con_cell.weight_ih", 2 * E + F + 1, 2 * E + F)):
+        sd = torch_state_dict([5, 6])
+        same_input = [k for k in sd if k.endswith("_gru.cell.weight_ih")] if key.startswith("encoder") else [key]
+        sd.update({k: torch.zeros(sd[k].shape[0], columns) for k in same_input})  # the 4 encoders take one input
+        torch.save(sd, tmp_path / "sd.pt")
+        with pytest.raises(ShapeError, match=f"{key} has {columns} input columns; an lfads-torch model feeds it "
+                                             f"{expected}"):
+            ModelTrainedParams.load(tmp_path / "sd.pt")
 
 
 def test_incomplete_model_cannot_become_a_state_dict(full_model):
-    from lds.errors import ValidationError
-
     data = ModelTrainedParams.load(full_model[0]).to_dict()
     data["gen_to_factors_W"] = None
     with pytest.raises(ValidationError, match="gen_to_factors_W"):
