@@ -257,6 +257,19 @@ def _without_h5(name: str) -> str:
     return name[: -len(".h5")] if name.endswith(".h5") else name
 
 
+def _dataset_dims(dims: Mapping, dataset: int | None) -> dict:
+    """The integer dims for one dataset (a per-dataset dim is a list of values)."""
+    picked = {k: (v[dataset] if isinstance(v, (list, tuple)) and dataset is not None else v) for k, v in dims.items()}
+    return {k: v for k, v in picked.items() if isinstance(v, (int, np.integer))}
+
+
+def _concrete_shape(spec: FieldSpec, dims: Mapping) -> tuple[int, ...] | None:
+    try:
+        return tuple(evaluate_shape(axis, dims) for axis in spec.shape)
+    except KeyError:
+        return None
+
+
 def _arrays_equal(a, b) -> bool:
     if a is None or b is None:
         return a is b
@@ -380,21 +393,14 @@ class ParamsContainer:
         """The concrete shape a field should have, or None when a symbol is unknown.
 
         A dimension that differs per dataset is given in ``dims`` as a list. ``dims``
-        defaults to ``self.dims`` (pass it when checking many fields, to compute it once).
+        defaults to ``self.dims``.
         """
-        dims = {
-            k: (v[dataset] if isinstance(v, (list, tuple)) and dataset is not None else v)
-            for k, v in (self.dims if dims is None else dims).items()
-        }
-        dims = {k: v for k, v in dims.items() if isinstance(v, (int, np.integer))}
-        try:
-            return tuple(evaluate_shape(axis, dims) for axis in spec.shape)
-        except KeyError:
-            return None
+        return _concrete_shape(spec, _dataset_dims(self.dims if dims is None else dims, dataset))
 
     def check_shapes(self) -> None:
         """Raise :class:`ShapeError` naming the first field whose shape is wrong."""
         dims = self.dims
+        by_dataset: dict[int | None, dict] = {}  # the integer dims of each dataset, computed once
         for spec in self.FIELDS:
             value = getattr(self, spec.name)
             entries = (
@@ -403,7 +409,9 @@ class ParamsContainer:
             for index, (name, array) in entries:
                 if array is None:
                     continue
-                expected = self.expected_shape(spec, index, dims)
+                if index not in by_dataset:
+                    by_dataset[index] = _dataset_dims(dims, index)
+                expected = _concrete_shape(spec, by_dataset[index])
                 actual = tuple(array.shape)
                 if expected is not None and expected != actual:
                     where = spec.name if name is None else f"{spec.name}[{name!r}]"
