@@ -165,9 +165,13 @@ def _root_keys(f: h5py.File, path) -> list[str]:
     return keys
 
 
-def _read(f: h5py.File, key: str, path) -> np.ndarray:
+def _read(group: h5py.Group, key: str, path) -> np.ndarray:
+    """The dataset ``key`` of ``group``, read straight into a new array (no h5py ``Dataset`` object per key)."""
     try:
-        return f[key][()]
+        dataset = h5py.h5d.open(group.id, key.encode())
+        array = np.empty(dataset.shape, dataset.dtype)
+        dataset.read(h5py.h5s.ALL, h5py.h5s.ALL, array)
+        return array
     except _H5_ERRORS as exc:
         raise FileFormatError(f"{path}: cannot read {key!r} (truncated or corrupt file?): {exc}") from None
 
