@@ -42,7 +42,8 @@ from lfads_tools import ModelTrainedParams  # noqa: E402
 from lfads_tools.tf_model_params import TF_KEYS  # noqa: E402
 
 SIZES = dict(c_gen_dim=200, c_con_dim=128, c_ic_enc_dim=128, c_ci_enc_dim=128, c_factors_dim=40,
-             c_in_factors_dim=40, c_ic_dim=64, c_co_dim=4, c_ext_input_dim=0)
+             c_in_factors_dim=40, c_ic_dim=64, c_co_dim=4, c_ext_input_dim=0,
+             c_enc_input_dim=40, c_con_input_dim=2 * 128 + 40, c_gen_input_dim=4)
 DATASETS, NEURONS = 40, 150
 
 

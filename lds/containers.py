@@ -34,6 +34,7 @@ __all__ = [
     "DatasetList",
     "ParamsContainer",
     "as_numpy",
+    "dataset_name_list",
     "format_value",
     "evaluate_shape",
 ]
@@ -67,6 +68,13 @@ def as_numpy(value) -> np.ndarray:
     return np.asarray(value)
 
 
+def dataset_name_list(names) -> list[str] | None:
+    """Dataset names as a list of str; a single string is one name (not its characters)."""
+    if names is None:
+        return None
+    return [names] if isinstance(names, str) else [str(n) for n in names]
+
+
 def _dtype_name(value) -> str:
     dtype = getattr(value, "dtype", None)
     if dtype is None:
@@ -98,7 +106,7 @@ def format_value(value) -> str:
     if isinstance(value, (list, tuple)):
         if value and all(isinstance(v, (int, np.integer)) for v in value) and len(value) <= 8:
             return "[" + " ".join(str(v) for v in value) + "]"
-        return f"{{1x{len(value)} cell}}" if value else "{}"
+        return f"{{{len(value)}x1 cell}}" if value else "{}"  # a column, like MATLAB's datasetNames
     return repr(value)
 
 
@@ -156,9 +164,9 @@ class DatasetList(Sequence):
                 raise ValidationError("give the names either as mapping keys or as names=, not both")
             names, items = list(items.keys()), list(items.values())
         self._items = list(items)
-        if names is None:
-            names = [f"session_{i}" for i in range(len(self._items))]
-        self._names = [str(n) for n in names]
+        self._names = dataset_name_list(names)
+        if self._names is None:
+            self._names = [f"session_{i}" for i in range(len(self._items))]
         if len(self._names) != len(self._items):
             raise ValidationError(
                 f"DatasetList got {len(self._items)} arrays but {len(self._names)} names"
@@ -177,7 +185,11 @@ class DatasetList(Sequence):
         return iter(self._items)
 
     def index_of(self, key) -> int:
-        """0-based position of a dataset given by name or (possibly negative) index."""
+        """0-based position of a dataset given by name or (possibly negative) index.
+
+        A name matches exactly, else ignoring a trailing ``.h5`` on either side (the TF
+        dataset name of lfads-run-manager's ``dataset001`` is ``dataset001.h5``).
+        """
         if isinstance(key, (int, np.integer)) and not isinstance(key, bool):
             n = len(self._items)
             if -n <= key < n:
@@ -187,12 +199,12 @@ class DatasetList(Sequence):
                 f"available: {self._names}"
             )
         if isinstance(key, str):
-            try:
+            if key in self._names:
                 return self._names.index(key)
-            except ValueError:
-                raise DatasetNameError(
-                    f"no dataset named {key!r}; available: {self._names}"
-                ) from None
+            stems = [_without_h5(n) for n in self._names]
+            if _without_h5(key) in stems:  # unambiguous: the exact name is absent, so one name at most has this stem
+                return stems.index(_without_h5(key))
+            raise DatasetNameError(f"no dataset named {key!r}; available: {self._names}")
         raise DatasetNameError(f"datasets are indexed by name or 0-based position, not {key!r}")
 
     def __getitem__(self, key):
@@ -239,6 +251,23 @@ class DatasetList(Sequence):
         for i, (name, value) in enumerate(self.items()):
             lines.append(f"  [{i}] {name.ljust(width)}  {format_value(value)}")
         return "\n".join(lines)
+
+
+def _without_h5(name: str) -> str:
+    return name[: -len(".h5")] if name.endswith(".h5") else name
+
+
+def _dataset_dims(dims: Mapping, dataset: int | None) -> dict:
+    """The integer dims for one dataset (a per-dataset dim is a list of values)."""
+    picked = {k: (v[dataset] if isinstance(v, (list, tuple)) and dataset is not None else v) for k, v in dims.items()}
+    return {k: v for k, v in picked.items() if isinstance(v, (int, np.integer))}
+
+
+def _concrete_shape(spec: FieldSpec, dims: Mapping) -> tuple[int, ...] | None:
+    try:
+        return tuple(evaluate_shape(axis, dims) for axis in spec.shape)
+    except KeyError:
+        return None
 
 
 def _arrays_equal(a, b) -> bool:
@@ -367,21 +396,14 @@ class ParamsContainer:
         """The concrete shape a field should have, or None when a symbol is unknown.
 
         A dimension that differs per dataset is given in ``dims`` as a list. ``dims``
-        defaults to ``self.dims`` (pass it when checking many fields, to compute it once).
+        defaults to ``self.dims``.
         """
-        dims = {
-            k: (v[dataset] if isinstance(v, (list, tuple)) and dataset is not None else v)
-            for k, v in (self.dims if dims is None else dims).items()
-        }
-        dims = {k: v for k, v in dims.items() if isinstance(v, (int, np.integer))}
-        try:
-            return tuple(evaluate_shape(axis, dims) for axis in spec.shape)
-        except KeyError:
-            return None
+        return _concrete_shape(spec, _dataset_dims(self.dims if dims is None else dims, dataset))
 
     def check_shapes(self) -> None:
         """Raise :class:`ShapeError` naming the first field whose shape is wrong."""
         dims = self.dims
+        by_dataset: dict[int | None, dict] = {}  # the integer dims of each dataset, computed once
         for spec in self.FIELDS:
             value = getattr(self, spec.name)
             entries = (
@@ -390,7 +412,9 @@ class ParamsContainer:
             for index, (name, array) in entries:
                 if array is None:
                     continue
-                expected = self.expected_shape(spec, index, dims)
+                if index not in by_dataset:
+                    by_dataset[index] = _dataset_dims(dims, index)
+                expected = _concrete_shape(spec, by_dataset[index])
                 actual = tuple(array.shape)
                 if expected is not None and expected != actual:
                     where = spec.name if name is None else f"{spec.name}[{name!r}]"

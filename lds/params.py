@@ -17,7 +17,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import torch
 
-from .containers import DatasetList, FieldSpec, ParamsContainer
+from .containers import DatasetList, FieldSpec, ParamsContainer, dataset_name_list
 from .errors import DatasetNameError, NotPositiveDefiniteError, ShapeError, ValidationError
 
 __all__ = ["KalmanParams"]
@@ -97,7 +97,7 @@ class KalmanParams(ParamsContainer):
         observation_offset=None,
         num_states: int | None = None,
         num_observations: int | Sequence[int] | Mapping[str, int] | None = None,
-        dataset_names: Sequence[str] | None = None,
+        dataset_names: str | Sequence[str] | None = None,
         dtype: torch.dtype | None = None,
         device=None,
         validate: bool = True,
@@ -387,7 +387,7 @@ def _flat_values(given: dict):
 
 def _resolve_dataset_names(given, num_observations, dataset_names):
     if dataset_names is not None:
-        names = [str(n) for n in dataset_names]
+        names = dataset_name_list(dataset_names)
         if len(set(names)) != len(names) or not names:
             raise ValidationError(f"dataset_names must be unique and non-empty, got {names}")
         return names

@@ -63,12 +63,16 @@ def synthetic_model_trained_params(dataset_names, num_channels, run_params, seed
     """A ``ModelTrainedParams`` with random float32 weights of a tiny LFADS model of ``run_params``'s sizes.
 
     Shape symbols that name a hyperparameter (``c_gen_dim``, ...) take its value in
-    ``run_params``; the remaining one is the dataset's channel count.
+    ``run_params``; the inputs of the encoders, controller and generator are those of a
+    model without external inputs whose non-causal controller is fed the factors
+    (lfads-formats.md §0); the remaining symbol is the dataset's channel count.
     """
     rng = np.random.default_rng(seed)
     symbols = {node.id for spec in ModelTrainedParams.FIELDS for axis in spec.shape
                for node in ast.walk(ast.parse(axis, mode="eval")) if isinstance(node, ast.Name)}
     sizes = {name: getattr(run_params, name, None) for name in symbols}
+    sizes.update(c_enc_input_dim=run_params.c_in_factors_dim, c_gen_input_dim=run_params.c_co_dim,
+                 c_con_input_dim=2 * run_params.c_ci_enc_dim + run_params.c_factors_dim)
 
     def draw(spec, channels):
         dims = {name: int(channels if value is None else value) for name, value in sizes.items()

@@ -30,8 +30,8 @@ from typing import Iterable, Mapping
 
 import numpy as np
 
-from lds.containers import as_numpy
-from lds.errors import DatasetNameError, DefaultsUsedWarning, FileFormatError, ValidationError
+from lds.containers import as_numpy, dataset_name_list
+from lds.errors import DatasetNameError, DefaultsUsedWarning, FileFormatError, ShapeError, ValidationError
 
 from .model_trained_params import ModelTrainedParams, build_checked
 from .safe_unpickle import StandIn, read_torch_file
@@ -47,8 +47,12 @@ _SESSION_KEY = re.compile(r"^(readin|readout)\.(\d+)\.(weight|bias)$")
 
 
 # ---- GRU weights ------------------------------------------------------------------------
-def gru_torch_to_tf(weight_ih, weight_hh, bias_ih, bias_hh) -> dict:
-    """One lfads-torch GRU cell's weights as TF blocks ``x_ru, h_ru, b_ru, x_c, h_c, b_c`` (``[in, out]``)."""
+def gru_torch_to_tf(weight_ih, weight_hh, bias_ih, bias_hh, name: str = "GRU cell") -> dict:
+    """One lfads-torch GRU cell's weights as TF blocks ``x_ru, h_ru, b_ru, x_c, h_c, b_c`` (``[in, out]``).
+
+    The shapes must be ``[3H, in]``, ``[3H, H]``, ``[3H]``, ``[3H]``; else a :class:`ShapeError` names ``name``.
+    """
+    _check_cell(name, weight_ih, weight_hh, bias_ih, bias_hh)
     hidden = weight_hh.shape[1]
     z, r, n = slice(0, hidden), slice(hidden, 2 * hidden), slice(2 * hidden, 3 * hidden)
     return {
@@ -59,6 +63,19 @@ def gru_torch_to_tf(weight_ih, weight_hh, bias_ih, bias_hh) -> dict:
         "h_c": np.ascontiguousarray(weight_hh[n].T),
         "b_c": (bias_ih[n] + bias_hh[n])[None, :],
     }
+
+
+def _check_cell(name: str, weight_ih, weight_hh, bias_ih, bias_hh) -> None:
+    """``weight_ih [3H, in]``, ``weight_hh [3H, H]``, ``bias_ih``/``bias_hh [3H]``, with H from ``weight_hh``."""
+    if weight_hh.ndim != 2:
+        raise ShapeError(f"{name}.weight_hh should be a (3*H, H) matrix but has shape {tuple(weight_hh.shape)}")
+    hidden = weight_hh.shape[1]
+    wanted = {"weight_ih": (3 * hidden, *weight_ih.shape[1:2]), "weight_hh": (3 * hidden, hidden),
+              "bias_ih": (3 * hidden,), "bias_hh": (3 * hidden,)}
+    for part, array in zip(wanted, (weight_ih, weight_hh, bias_ih, bias_hh)):
+        if tuple(array.shape) != wanted[part]:
+            raise ShapeError(f"{name}.{part} should have shape {wanted[part]} (3*H rows for the hidden size H = "
+                             f"{hidden} of weight_hh) but has shape {tuple(array.shape)}")
 
 
 def gru_tf_to_torch(x_ru, h_ru, b_ru, x_c, h_c, b_c) -> dict:
@@ -112,7 +129,7 @@ class _Keys:
         if any(p is None for p in parts):
             raise FileFormatError(f"{self.source}: GRU cell {prefix} lacks some of weight_ih, weight_hh, bias_ih, "
                                   "bias_hh")
-        return gru_torch_to_tf(*parts)
+        return gru_torch_to_tf(*parts, name=f"{self.source}: {prefix}")
 
 
 def _split_rows(weight, bias, first: str, second: str) -> dict:
@@ -143,6 +160,9 @@ def fields_from_state_dict(state_dict: Mapping, num_sessions: int | None = None,
     fields: dict = {}
     for field, (module, gates) in _ENCODERS.items():
         h0 = keys.get(f"encoder.{module}_h0")
+        if h0 is not None and (h0.ndim != 3 or h0.shape[:2] != (2, 1)):
+            raise ShapeError(f"{source}: encoder.{module}_h0 should have shape (2, 1, H) (forward, backward) but has "
+                             f"shape {tuple(h0.shape)}")
         for index, (direction, torch_direction) in enumerate((("fwd", "fwd"), ("rev", "bwd"))):
             if h0 is not None:
                 fields[f"{field}_{direction}_t0"] = h0[index].reshape(1, -1)
@@ -175,16 +195,29 @@ def fields_from_state_dict(state_dict: Mapping, num_sessions: int | None = None,
         biases = [keys.get(f"{module}.{s}.bias") for s in range(sessions)]
         fields[f"{field}_W"] = None if any(w is None for w in weights) else [w.T for w in weights]
         fields[f"{field}_b"] = None if any(b is None for b in biases) else [_row(b) for b in biases]
-    _drop_non_poisson_readout(fields, source)
+    encoder = keys.get("encoder.ic_enc.fwd_gru.cell.weight_ih")
+    _drop_non_poisson_readout(fields, 0 if encoder is None else encoder.shape[1], source)
     fields = {name: None if isinstance(value, np.ndarray) and value.size == 0 else value
               for name, value in fields.items()}
     return {k: np.ascontiguousarray(v) if isinstance(v, np.ndarray) else v for k, v in fields.items()}, keys.used
 
 
-def _drop_non_poisson_readout(fields: dict, source) -> None:
-    """A read-out with several rows per neuron (Gaussian, ZIG, ...) is not ``factors_to_logrates``."""
+def _drop_non_poisson_readout(fields: dict, encoder_inputs: int, source) -> None:
+    """A read-out with several rows per neuron (Gaussian, ZIG, ...) is not ``factors_to_logrates``.
+
+    A session's neurons are its read-in's inputs; without a read-in (one session) they are
+    the encoder's inputs, and a Poisson read-out may have more rows (held-out neurons, as
+    in the NLB configs), so there only a whole multiple of them counts.
+    """
     read_in, read_out = fields.get("x_to_infac_W"), fields.get("factors_to_logrates_W")
-    if read_in and read_out and any(w.shape[1] != r.shape[0] for w, r in zip(read_out, read_in)):
+    if not read_out:
+        return
+    if read_in:
+        several = any(w.shape[1] != r.shape[0] for w, r in zip(read_out, read_in))
+    else:
+        rows = read_out[0].shape[1]
+        several = len(read_out) == 1 and 0 < encoder_inputs < rows and rows % encoder_inputs == 0
+    if several:
         warnings.warn(f"{source}: the read-out has more rows than neurons (not a Poisson model); "
                       "factors_to_logrates is left empty", DefaultsUsedWarning, stacklevel=3)
         fields["factors_to_logrates_W"] = fields["factors_to_logrates_b"] = None
@@ -229,7 +262,7 @@ def _choose_names(given, available: list[str], sessions: int, path) -> tuple[lis
     """``(names, session indices)``: the caller's names matched to the sessions, else the available ones."""
     if given is None:
         return available, list(range(sessions))
-    given = [str(n) for n in given]
+    given = dataset_name_list(given)
     lookup = {a: i for i, a in enumerate(available)}
     lookup.update({a[len("lfads_"):]: i for i, a in enumerate(available) if a.startswith("lfads_")})
     if all(n in lookup for n in given):
@@ -240,7 +273,8 @@ def _choose_names(given, available: list[str], sessions: int, path) -> tuple[lis
                            "those names nor their number")
 
 
-def read_lfads_torch(path, dataset_names: Iterable[str] | None = None, verbose: bool = False) -> ModelTrainedParams:
+def read_lfads_torch(path, dataset_names: str | Iterable[str] | None = None, verbose: bool = False
+                     ) -> ModelTrainedParams:
     """Read an lfads-torch checkpoint or state_dict file into a :class:`ModelTrainedParams`.
 
     Dataset names come from ``dataset_names`` (names of the sessions in the checkpoint's
@@ -265,10 +299,50 @@ def read_lfads_torch(path, dataset_names: Iterable[str] | None = None, verbose: 
         print(f"{path}: {len(unused)} state_dict keys not used" + "".join(f"\n  {k}" for k in unused))
         if stand_ins:
             print(f"{path}: objects of these classes were not rebuilt (inert stand-ins): {sorted(stand_ins)}")
-    return build_checked(fields, names, path)
+    params = build_checked(fields, names, path)
+    _check_lfads_torch_inputs(params.dims, path)
+    return params
+
+
+def _check_lfads_torch_inputs(dims: dict, path) -> None:
+    """lfads-torch's encoders take the read-in's output; its controller takes ``[ci_fwd, ci_bwd, factors]``."""
+    expected = {"c_enc_input_dim": dims["c_in_factors_dim"],
+                "c_con_input_dim": 2 * dims["c_ci_enc_dim"] + dims["c_factors_dim"] if dims["c_con_dim"] else 0}
+    for name, size in expected.items():
+        if dims[name] != size:
+            cell = "encoder.ic_enc.fwd_gru.cell" if name == "c_enc_input_dim" else "decoder.rnn.cell.con_cell"
+            raise ShapeError(f"{path}: {cell}.weight_ih has {dims[name]} input columns; an lfads-torch model feeds it "
+                             f"{size}")
 
 
 # ---- fields -> state_dict ----------------------------------------------------------------------
+def _controller_inputs_as_lfads_torch(p: dict, dims: dict) -> None:
+    """Give the controller lfads-torch's inputs ``[ci_fwd, ci_bwd, factors]`` (``p`` is changed in place).
+
+    TF feeds ``ci_bwd`` unless the controller is causal (no reverse controller-input
+    encoder) and the factors if ``do_feed_factors_to_controller``; what it does not feed
+    gets zero input weights, and a causal model gets a zero reverse encoder.
+    """
+    ci, factors, rows = dims["c_ci_enc_dim"], dims["c_factors_dim"], dims["c_con_input_dim"]
+    causal = p["ci_enc_fwd_t0"] is not None and p["ci_enc_rev_t0"] is None
+    encoded = ci if causal else 2 * ci
+    if rows - encoded not in (0, factors):
+        raise ValidationError(f"the controller takes {rows} inputs: {encoded} from the controller-input encoders and "
+                              f"{rows - encoded} others, which are not the {factors} factors (rates fed back?); "
+                              "lfads-torch cannot represent that")
+    for name in ("con_gengru_x_to_ru_W", "con_gengru_x_to_c_W"):
+        weight = p[name]
+        if weight is None:
+            continue
+        zeros = np.zeros((max(ci, factors), weight.shape[1]), weight.dtype)
+        backward = zeros[:ci] if causal else weight[ci:encoded]
+        fed_back = weight[encoded:] if rows > encoded else zeros[:factors]
+        p[name] = np.concatenate([weight[:ci], backward, fed_back])
+    if causal:
+        p.update({n.replace("ci_enc_fwd", "ci_enc_rev"): np.zeros_like(v) for n, v in list(p.items())
+                  if n.startswith("ci_enc_fwd") and v is not None})
+
+
 def to_lfads_torch_state_dict(params: ModelTrainedParams) -> dict:
     """An lfads-torch ``state_dict`` (NumPy arrays, sessions in ``dataset_names`` order) of ``params``.
 
@@ -282,7 +356,14 @@ def to_lfads_torch_state_dict(params: ModelTrainedParams) -> dict:
     if needed:
         raise ValidationError(f"an lfads-torch state_dict needs {needed}, which this ModelTrainedParams lacks")
     dims = params.dims
+    if dims["c_enc_input_dim"] != dims["c_in_factors_dim"]:
+        external = dims["c_enc_input_dim"] - dims["c_in_factors_dim"]
+        raise ValidationError(f"this model feeds {external} external inputs to its encoders (TF LFADS without "
+                              "inject_ext_input_to_gen); lfads-torch feeds none there, so the model has no "
+                              "lfads-torch equivalent")
     dtype = next((v.dtype for v in p.values() if v is not None), np.float32)
+    if dims["c_con_input_dim"]:
+        _controller_inputs_as_lfads_torch(p, dims)
     out: dict = {}
     for index, field in enumerate(params.x_to_infac_W):
         out[f"readin.{index}.weight"] = as_numpy(field).T
@@ -308,7 +389,7 @@ def to_lfads_torch_state_dict(params: ModelTrainedParams) -> dict:
     out["decoder.ic_to_g0.weight"] = np.eye(gen, dtype=dtype) if identity else p["g0_to_gen_ic_W"].T
     out["decoder.ic_to_g0.bias"] = np.zeros(gen, dtype) if identity else p["g0_to_gen_ic_b"][0]
     inputs = {"con_gengru": 2 * dims["c_ci_enc_dim"] + dims["c_factors_dim"],
-              "gen_gengru": co + dims["c_ext_input_dim"]}
+              "gen_gengru": dims["c_gen_input_dim"]}
     for field, prefix in _CELLS.items():
         size = gen if field == "gen_gengru" else con
         x_ru = p[f"{field}_x_to_ru_W"] if p[f"{field}_x_to_ru_W"] is not None else np.zeros((0, 2 * size), dtype)

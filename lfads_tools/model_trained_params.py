@@ -17,7 +17,7 @@ from typing import Iterable, Mapping
 
 import numpy as np
 
-from lds.containers import DatasetList, FieldSpec, ParamsContainer
+from lds.containers import DatasetList, FieldSpec, ParamsContainer, dataset_name_list
 from lds.errors import DatasetNameError, ShapeError, UnknownParameterError, ValidationError
 
 __all__ = ["ModelTrainedParams", "build_checked"]
@@ -29,7 +29,7 @@ def _spec(name, section, description, shape, per_dataset=False):
 
 def _gru_encoder(prefix: str, direction: str, gates: str, size: str, section: str) -> tuple[FieldSpec, ...]:
     """The five fields of one TF ``GRU`` encoder (initial state, gate and candidate layers)."""
-    inputs = f"{size} + c_in_factors_dim"
+    inputs = f"{size} + c_enc_input_dim"
     return (
         _spec(f"{prefix}_t0", section, f"{direction} encoder initial state", ("1", size)),
         _spec(f"{prefix}_gru_xh_to_{gates}ru_W", section,
@@ -79,7 +79,7 @@ FIELDS = (
     _spec("g0_to_gen_ic_b", G0, "g0 to generator initial state, biases", ("1", "c_gen_dim")),
     *_gru_encoder("ci_enc_fwd", "forward controller-input", "", "c_ci_enc_dim", "Controller encoder (forward)"),
     *_gru_encoder("ci_enc_rev", "reverse controller-input", "", "c_ci_enc_dim", "Controller encoder (reverse)"),
-    *_gengru("con_gengru", "controller", "2*c_ci_enc_dim + c_factors_dim", "c_con_dim", "Controller RNN"),
+    *_gengru("con_gengru", "controller", "c_con_input_dim", "c_con_dim", "Controller RNN"),
     _spec("prior_ar1_logevars", CO, "AR(1) prior on controller outputs, log noise variances", ("1", "c_co_dim")),
     _spec("prior_ar1_logatau", CO, "AR(1) prior on controller outputs, log time constants", ("1", "c_co_dim")),
     _spec("con_co", CO, "controller initial state (TF LFADS/con/c0)", ("1", "c_con_dim")),
@@ -88,7 +88,7 @@ FIELDS = (
     _spec("con_to_posterior_co_logvar_W", CO, "controller to posterior log-variance of co, weights",
           ("c_con_dim", "c_co_dim")),
     _spec("con_to_posterior_co_logvar_b", CO, "controller to posterior log-variance of co, biases", ("1", "c_co_dim")),
-    *_gengru("gen_gengru", "generator", "c_co_dim + c_ext_input_dim", "c_gen_dim", "Generator RNN"),
+    *_gengru("gen_gengru", "generator", "c_gen_input_dim", "c_gen_dim", "Generator RNN"),
     _spec("gen_to_factors_W", READOUT, "generator to factors, weights (columns normalized at use; no bias)",
           ("c_gen_dim", "c_factors_dim")),
     _spec("factors_to_logrates_W", READOUT, "read-out weights, factors to log rates",
@@ -119,7 +119,7 @@ class ModelTrainedParams(ParamsContainer):
          ("factors_to_logrates_W_concatenated", "factors_to_logrates_b_concatenated"), "last"),
     )
 
-    def __init__(self, dataset_names: Iterable[str] | None = None, **fields):
+    def __init__(self, dataset_names: str | Iterable[str] | None = None, **fields):
         unknown = sorted(set(fields) - set(self.field_names()))
         if unknown:
             raise UnknownParameterError(f"ModelTrainedParams has no field(s) {unknown}; fields: {self.field_names()}")
@@ -127,7 +127,7 @@ class ModelTrainedParams(ParamsContainer):
         if dataset_names is None:
             given = next((v for v in per_dataset.values() if isinstance(v, (DatasetList, Mapping)) and len(v)), None)
             dataset_names = [] if given is None else list(given.names if isinstance(given, DatasetList) else given)
-        self.dataset_names = [str(n) for n in dataset_names]
+        self.dataset_names = dataset_name_list(dataset_names)
         for spec in self.FIELDS:
             value = fields.get(spec.name)
             if spec.per_dataset:
@@ -163,7 +163,7 @@ class ModelTrainedParams(ParamsContainer):
 
     # ---- readers (the formats live in their own modules) ---------------------------------
     @classmethod
-    def load(cls, path, dataset_names: Iterable[str] | None = None, verbose: bool = False, **options):
+    def load(cls, path, dataset_names: str | Iterable[str] | None = None, verbose: bool = False, **options):
         """Read any supported file, recognised by its content (not its name).
 
         TF LFADS ``model_params`` (flat HDF5), the lfads-run-manager export layout
@@ -186,21 +186,21 @@ class ModelTrainedParams(ParamsContainer):
         return lfads_torch.read_lfads_torch(path, dataset_names, verbose=verbose, **options)
 
     @classmethod
-    def from_tf_model_params(cls, path, dataset_names: Iterable[str] | None = None, verbose: bool = False):
+    def from_tf_model_params(cls, path, dataset_names: str | Iterable[str] | None = None, verbose: bool = False):
         """Read a TF LFADS ``model_params`` file (see :func:`lfads_tools.tf_model_params.read_tf_model_params`)."""
         from .tf_model_params import read_tf_model_params
 
         return read_tf_model_params(path, dataset_names, verbose=verbose)
 
     @classmethod
-    def from_lfads_torch(cls, path, dataset_names: Iterable[str] | None = None, verbose: bool = False):
+    def from_lfads_torch(cls, path, dataset_names: str | Iterable[str] | None = None, verbose: bool = False):
         """Read an lfads-torch checkpoint safely (see :func:`lfads_tools.lfads_torch.read_lfads_torch`)."""
         from .lfads_torch import read_lfads_torch
 
         return read_lfads_torch(path, dataset_names, verbose=verbose)
 
     @classmethod
-    def from_export_hdf5(cls, path, dataset_names: Iterable[str] | None = None):
+    def from_export_hdf5(cls, path, dataset_names: str | Iterable[str] | None = None):
         """Read the lfads-run-manager export layout written by :meth:`export_hdf5`."""
         from .tf_model_params import read_export_hdf5
 
@@ -229,7 +229,7 @@ class ModelTrainedParams(ParamsContainer):
     def select_datasets(self, names: Iterable[str]) -> "ModelTrainedParams":
         """A copy holding only the datasets ``names`` (by name or 0-based index), in that order."""
         lookup = DatasetList(self.dataset_names, self.dataset_names)
-        chosen = [self.dataset_names[lookup.index_of(n)] for n in names]
+        chosen = [self.dataset_names[lookup.index_of(n)] for n in dataset_name_list(names)]
         data = self.to_dict()
         data["dataset_names"] = chosen
         for spec in self.FIELDS:
@@ -272,9 +272,18 @@ class ModelTrainedParams(ParamsContainer):
     def dims(self) -> dict:
         """The model's sizes inferred from the shapes (0 for parts the model does not have).
 
-        ``c_in_factors_dim`` is the encoders' data input: ``c_factors_dim`` with a read-in,
-        the neuron count for a single dataset without one. ``num_channels`` lists the
-        neurons of each dataset.
+        - ``c_in_factors_dim``: the read-in's output, the data the encoders get. Without a
+          read-in (a single dataset) it is the dataset's neuron count, or the encoders'
+          input when the read-out has more neurons than that (lfads-torch's held-out neurons).
+        - ``c_enc_input_dim``, ``c_con_input_dim``, ``c_gen_input_dim``: the inputs of the
+          encoders, the controller and the generator (the rows of their input weights;
+          ``Ein``, ``Cin``, ``Gin`` of lfads-formats.md §0). Ein is ``c_in_factors_dim`` plus
+          the external inputs TF feeds to the encoders unless ``inject_ext_input_to_gen``; Cin
+          is ``c_ci_enc_dim`` forward, and reverse unless the controller is causal, plus
+          ``c_factors_dim`` when the factors are fed back; Gin is ``c_co_dim`` plus the
+          external inputs injected into the generator.
+        - ``c_ext_input_dim``: the external inputs, wherever they go.
+        - ``num_channels``: the neurons of each dataset.
         """
         read_in = self.x_to_infac_W[0] if len(self.x_to_infac_W) else None
         read_out = self.factors_to_logrates_W[0] if len(self.factors_to_logrates_W) else None
@@ -284,13 +293,16 @@ class ModelTrainedParams(ParamsContainer):
                         _width(self.ci_enc_fwd_gru_xrh_to_c_W, 1), 0)
         factors = _first(_width(self.gen_to_factors_W, 1), _width(read_out, 0), 0)
         co = _first(_width(self.prior_ar1_logatau, 1), _width(self.con_to_posterior_co_mean_W, 1), 0)
-        gen_inputs = _width(self.gen_gengru_x_to_ru_W, 0)
         encoder_rows = _width(self.ic_enc_fwd_gru_xh_to_gates_ru_W, 0)
+        enc_inputs = None if encoder_rows is None else encoder_rows - ic_enc
         channels = [int(w.shape[1]) for w in self.factors_to_logrates_W] or [int(w.shape[0]) for w in self.x_to_infac_W]
+        neurons = channels[0] if len(channels) == 1 and (enc_inputs is None or channels[0] <= enc_inputs) else None
+        in_factors = _first(_width(read_in, 1), neurons, enc_inputs, factors)
+        enc_inputs = _first(enc_inputs, in_factors)
+        gen_inputs = _first(_width(self.gen_gengru_x_to_ru_W, 0), _width(self.gen_gengru_x_to_c_W, 0), co)
         return {
             "c_factors_dim": factors,
-            "c_in_factors_dim": _first(_width(read_in, 1), None if encoder_rows is None else encoder_rows - ic_enc,
-                                       factors),
+            "c_in_factors_dim": in_factors,
             "c_gen_dim": _first(_width(self.gen_gengru_rh_to_c_W, 0), _width(self.gen_gengru_h_to_ru_W, 0),
                                 _width(self.gen_to_factors_W, 0), 0),
             "c_ic_dim": _first(_width(self.prior_g0_mean, 1), _width(self.ic_enc_to_posterior_g0_mean_W, 1), 0),
@@ -298,10 +310,30 @@ class ModelTrainedParams(ParamsContainer):
             "c_ci_enc_dim": ci_enc,
             "c_con_dim": _first(_width(self.con_co, 1), _width(self.con_gengru_rh_to_c_W, 0), 0),
             "c_co_dim": co,
-            "c_ext_input_dim": 0 if gen_inputs is None else gen_inputs - co,
+            "c_enc_input_dim": enc_inputs,
+            "c_con_input_dim": _first(_width(self.con_gengru_x_to_ru_W, 0), _width(self.con_gengru_x_to_c_W, 0), 0),
+            "c_gen_input_dim": gen_inputs,
+            "c_ext_input_dim": (enc_inputs - in_factors) + (gen_inputs - co),
             "num_channels": channels,
             "has_controller": co > 0,
         }
+
+    def check_shapes(self) -> None:
+        """Every field's shape against the others; no part takes fewer inputs than it is fed."""
+        super().check_shapes()
+        dims = self.dims
+        ci_directions = sum(t0 is not None for t0 in (self.ci_enc_fwd_t0, self.ci_enc_rev_t0))
+        fed = {"c_enc_input_dim": ("the read-in's c_in_factors_dim", dims["c_in_factors_dim"]),
+               "c_gen_input_dim": ("c_co_dim", dims["c_co_dim"])}
+        if dims["c_con_input_dim"]:
+            fed["c_con_input_dim"] = ("the controller-input encoders' outputs", ci_directions * dims["c_ci_enc_dim"])
+        for name, (what, size) in fed.items():
+            if dims[name] < size:
+                raise ShapeError(f"ModelTrainedParams: {name} = {dims[name]} inputs, fewer than {what} = {size}")
+        if dims["c_enc_input_dim"] > dims["c_in_factors_dim"] and dims["c_gen_input_dim"] > dims["c_co_dim"]:
+            raise ShapeError("ModelTrainedParams: both the encoders and the generator take external inputs "
+                             f"(c_enc_input_dim {dims['c_enc_input_dim']} > c_in_factors_dim, c_gen_input_dim "
+                             f"{dims['c_gen_input_dim']} > c_co_dim); TF LFADS feeds them to one or the other")
 
 
 def build_checked(fields: dict, dataset_names, source) -> ModelTrainedParams:

@@ -16,7 +16,9 @@ import collections
 import io
 import pickle
 import re
+import struct
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -34,8 +36,14 @@ _STORAGE_DTYPES = {
 _TORCH_DTYPES = {"float32": "float32", "float": "float32", "float64": "float64", "double": "float64",
                  "float16": "float16", "half": "float16", "bfloat16": "bfloat16", "int64": "int64",
                  "long": "int64", "int32": "int32", "int": "int32", "int16": "int16", "int8": "int8",
-                 "uint8": "uint8", "bool": "bool", "complex64": "complex64", "complex128": "complex128"}
+                 "uint8": "uint8", "uint16": "uint16", "uint32": "uint32", "uint64": "uint64", "bool": "bool",
+                 "complex64": "complex64", "complex128": "complex128"}
+#: Modules that protocol-2 pickles (torch.save's) name as Python 2 did; pickle's own find_class renames them.
+_PYTHON2_MODULES = {"__builtin__": "builtins"}
 _KEY = re.compile(r"^[A-Za-z0-9_.-]+$")
+#: What zipfile, pickle and the allowed rebuild functions raise on a damaged or hostile file.
+_READ_ERRORS = (pickle.UnpicklingError, zipfile.BadZipFile, zlib.error, struct.error, EOFError, OSError, ValueError,
+                TypeError, AttributeError, IndexError, KeyError, RuntimeError)
 
 
 class StandIn:
@@ -72,6 +80,11 @@ class StandIn:
         return f"<stand-in for {self.module}.{self.name}>"
 
 
+def _named(value) -> str:
+    """``module.name`` of a stand-in class (what the pickle asked for), else the value's repr."""
+    return f"{value.module}.{value.name}" if isinstance(value, type) and issubclass(value, StandIn) else repr(value)
+
+
 class _Dtype(str):
     """A torch storage type or dtype named by the pickle, reduced to a NumPy dtype name."""
 
@@ -87,9 +100,17 @@ def _numpy_dtype(name: str, byteorder: str) -> np.dtype:
 class _Storage:
     """Raw bytes of one storage with the dtype the pickle gives them."""
 
-    def __init__(self, data: bytes, dtype_name: str, byteorder: str):
-        self.dtype_name = dtype_name
-        self.array = np.frombuffer(data, dtype=_numpy_dtype(dtype_name, byteorder))
+    def __init__(self, key: str, data: bytes, dtype_name: str, byteorder: str):
+        self.key, self.data, self.dtype_name, self.byteorder = key, data, dtype_name, byteorder
+        dtype = _numpy_dtype(dtype_name, byteorder)
+        if len(data) % dtype.itemsize:
+            raise FileFormatError(f"storage {key!r} has {len(data)} bytes, not a whole number of {dtype_name} "
+                                  "elements (damaged checkpoint?)")
+        self.array = np.frombuffer(data, dtype=dtype)
+
+    def viewed_as(self, dtype_name: str) -> "_Storage":
+        """The same bytes as elements of another dtype."""
+        return self if dtype_name == self.dtype_name else _Storage(self.key, self.data, dtype_name, self.byteorder)
 
 
 def _rebuild_tensor(storage, offset, size, stride, *rest):
@@ -105,8 +126,8 @@ def _rebuild_tensor(storage, offset, size, stride, *rest):
         raise UnsafeCheckpointError(f"a tensor has a malformed layout (size {size}, stride {stride})")
     extent = offset + sum((n - 1) * s for n, s in zip(size, stride)) + 1 if all(size) else offset
     if extent > flat.size or int(np.prod(size, dtype=np.int64)) > flat.size:
-        raise FileFormatError(f"a tensor of size {size} needs {extent} elements but its storage has {flat.size} "
-                              "(truncated file?)")
+        raise FileFormatError(f"a tensor of size {size} needs {extent} elements but its storage {storage.key!r} "
+                              f"has {flat.size} (truncated file?)")
     if not all(size):
         array = np.zeros(size, dtype=flat.dtype)
     else:
@@ -119,6 +140,12 @@ def _rebuild_tensor(storage, offset, size, stride, *rest):
 
 
 def _rebuild_tensor_v3(storage, offset, size, stride, requires_grad, hooks, dtype, *rest):
+    """``_rebuild_tensor_v3``: dtypes without a typed storage (``uint16``, ...) come as bytes plus their dtype."""
+    if not isinstance(dtype, _Dtype):
+        raise FileFormatError(f"a tensor has dtype {_named(dtype)}, which this reader does not support (no NumPy "
+                              "equivalent)")
+    if isinstance(storage, _Storage):
+        storage = storage.viewed_as(str(dtype))
     return _rebuild_tensor(storage, offset, size, stride)
 
 
@@ -133,6 +160,7 @@ _ALLOWED = {
     ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
     ("torch._utils", "_rebuild_parameter_with_state"): _rebuild_parameter,
     ("torch", "Size"): tuple,
+    ("torch.storage", "UntypedStorage"): _Dtype("uint8"),
     ("builtins", "set"): set,
     ("builtins", "frozenset"): frozenset,
     ("builtins", "complex"): complex,
@@ -155,6 +183,7 @@ class SafeUnpickler(pickle.Unpickler):
         self.stand_ins: set[str] = set()
 
     def find_class(self, module, name):
+        module = _PYTHON2_MODULES.get(module, module)
         if (module, name) in _ALLOWED:
             return _ALLOWED[(module, name)]
         if module == "torch" and name in _STORAGE_DTYPES:
@@ -172,15 +201,13 @@ class SafeUnpickler(pickle.Unpickler):
             raise UnsafeCheckpointError(f"unsupported persistent id {pid!r:.80} (not a tensor storage)")
         dtype, key = pid[1], pid[2]
         if not isinstance(dtype, _Dtype):
-            raise UnsafeCheckpointError(f"storage {key!r} has an unsupported type {dtype!r}")
+            raise UnsafeCheckpointError(f"storage {key!r:.80} has type {_named(dtype)}, which is not a tensor storage "
+                                        "this reader supports")
         if not isinstance(key, str) or not _KEY.match(key):
             raise UnsafeCheckpointError(f"storage key {key!r:.80} is not a plain name")
         if key not in self._storages:
-            self._storages[key] = _Storage(self._storage_bytes(key), str(dtype), self._byteorder)
-        storage = self._storages[key]
-        if storage.dtype_name != str(dtype):  # the same bytes viewed as another dtype (rare)
-            return _Storage(self._storage_bytes(key), str(dtype), self._byteorder)
-        return storage
+            self._storages[key] = _Storage(key, self._storage_bytes(key), str(dtype), self._byteorder)
+        return self._storages[key].viewed_as(str(dtype))  # the same bytes may be viewed as another dtype (rare)
 
 
 def read_torch_file(path) -> tuple[object, set[str]]:
@@ -190,33 +217,34 @@ def read_torch_file(path) -> tuple[object, set[str]]:
         raise MissingFileError(f"{path} does not exist" if not path.exists() else f"{path} is not a file")
     try:
         archive = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError) as exc:
+    except _READ_ERRORS as exc:
         with open(path, "rb") as f:
             legacy = f.read(1) == b"\x80"
         hint = ("it looks like torch's legacy (pre-1.6) serialization, which is not read; re-save it with "
                 "torch.save in a current torch" if legacy else "truncated or not a torch.save file?")
         raise FileFormatError(f"{path} is not a readable PyTorch zip checkpoint ({exc}); {hint}") from None
-    with archive:
-        pickles = [n for n in archive.namelist() if n.endswith("/data.pkl") and n.count("/") == 1]
-        if len(pickles) != 1:
-            raise FileFormatError(f"{path} is a zip file but not a torch.save checkpoint (no <name>/data.pkl)")
-        prefix = pickles[0][: -len("data.pkl")]
-        names = set(archive.namelist())
+    try:
+        with archive:
+            return _unpickle(archive)
+    except FileFormatError as exc:  # raised while rebuilding, without the file's name
+        raise type(exc)(f"{path}: {exc}") from None
+    except _READ_ERRORS as exc:
+        raise FileFormatError(f"{path}: the checkpoint cannot be read safely ({type(exc).__name__}: {exc}); "
+                              "truncated or damaged?") from None
 
-        def storage_bytes(key: str) -> bytes:
-            if f"{prefix}data/{key}" not in names:
-                raise FileFormatError(f"{path} has no storage {key!r} (truncated or damaged checkpoint)")
-            return archive.read(f"{prefix}data/{key}")
 
-        try:
-            byteorder = archive.read(f"{prefix}byteorder").decode().strip() if f"{prefix}byteorder" in names \
-                else "little"
-            unpickler = SafeUnpickler(io.BytesIO(archive.read(pickles[0])), storage_bytes, byteorder)
-            obj = unpickler.load()
-        except (FileFormatError, MissingFileError):
-            raise
-        except (pickle.UnpicklingError, zipfile.BadZipFile, EOFError, OSError, ValueError, TypeError,
-                AttributeError, IndexError, KeyError, RecursionError, UnicodeDecodeError) as exc:
-            raise FileFormatError(f"{path}: the checkpoint's pickle cannot be read safely "
-                                  f"({type(exc).__name__}: {exc})") from None
-    return obj, unpickler.stand_ins
+def _unpickle(archive: zipfile.ZipFile) -> tuple[object, set[str]]:
+    pickles = [n for n in archive.namelist() if n.endswith("/data.pkl") and n.count("/") == 1]
+    if len(pickles) != 1:
+        raise FileFormatError("not a torch.save checkpoint: the zip file has no <name>/data.pkl")
+    prefix = pickles[0][: -len("data.pkl")]
+    names = set(archive.namelist())
+
+    def storage_bytes(key: str) -> bytes:
+        if f"{prefix}data/{key}" not in names:
+            raise FileFormatError(f"no storage {key!r} in the zip file (truncated or damaged checkpoint)")
+        return archive.read(f"{prefix}data/{key}")
+
+    byteorder = archive.read(f"{prefix}byteorder").decode().strip() if f"{prefix}byteorder" in names else "little"
+    unpickler = SafeUnpickler(io.BytesIO(archive.read(pickles[0])), storage_bytes, byteorder)
+    return unpickler.load(), unpickler.stand_ins

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import re
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterable
 import warnings
@@ -25,11 +26,12 @@ import warnings
 import h5py
 import numpy as np
 
-from lds.containers import as_numpy
+from lds.containers import as_numpy, dataset_name_list
 from lds.errors import (
     DatasetNameError,
     DefaultsUsedWarning,
     FileFormatError,
+    LfadsToolsError,
     MissingFileError,
 )
 from lds.fileio import atomic_path
@@ -102,6 +104,8 @@ _ZERO_BIAS_KEYS = {"LFADS_gen_gen_2_fac_b:0", *(f"LFADS_{scope}_GenGRU_{layer}_b
 _DATASET_KEY = re.compile(r"^LFADS_(?:readin_)?(?:x_2_infac|glm_fac_2_logrates)_(?P<ds>.+)_[Wb]:0$")
 #: Root attribute in which our writer keeps the dataset names and their order (TF files do not record it).
 NAMES_ATTRIBUTE = "dataset_names"
+#: What h5py raises on damaged content (a broken B-tree, heap or object header).
+_H5_ERRORS = (OSError, RuntimeError, KeyError, ValueError, TypeError)
 
 
 def _is_optimizer_key(key: str) -> bool:
@@ -121,8 +125,9 @@ def file_kind(path) -> str:
     if native.is_native_file(path):
         return "native"
     if h5py.is_hdf5(path):
-        with _open_hdf5(path) as f:
-            return "export" if "dataset_names" in f and not any(k.endswith(":0") for k in f) else "tf"
+        with _reading(path) as f:
+            keys = _root_keys(f, path)
+            return "export" if "dataset_names" in keys and not any(k.endswith(":0") for k in keys) else "tf"
     if head.startswith(ZIP_SIGNATURE) or head[:1] == b"\x80":
         return "torch"
     found = "an empty file" if not head else f"a file starting with bytes {head!r}"
@@ -140,10 +145,34 @@ def _open_hdf5(path) -> h5py.File:
         raise FileFormatError(f"{path} is not a readable HDF5 file (truncated or corrupt?): {exc}") from None
 
 
-def _read(f: h5py.File, key: str, path) -> np.ndarray:
+@contextmanager
+def _reading(path):
+    """The open HDF5 file; h5py's errors on damaged content become a :class:`FileFormatError` naming it."""
+    with _open_hdf5(path) as f:
+        try:
+            yield f
+        except LfadsToolsError:
+            raise
+        except _H5_ERRORS as exc:
+            raise FileFormatError(f"{path} is damaged (truncated or corrupt?): {type(exc).__name__}: {exc}") from None
+
+
+def _root_keys(f: h5py.File, path) -> list[str]:
+    keys = list(f.keys())
+    damaged = next((k for k in keys if not isinstance(k, str)), None)  # h5py gives undecodable names as bytes
+    if damaged is not None:
+        raise FileFormatError(f"{path} is damaged (corrupt?): the root holds a name that is not text, {damaged!r}")
+    return keys
+
+
+def _read(group: h5py.Group, key: str, path) -> np.ndarray:
+    """The dataset ``key`` of ``group``, read straight into a new array (no h5py ``Dataset`` object per key)."""
     try:
-        return f[key][()]
-    except (OSError, KeyError, ValueError, TypeError) as exc:
+        dataset = h5py.h5d.open(group.id, key.encode())
+        array = np.empty(dataset.shape, dataset.dtype)
+        dataset.read(h5py.h5s.ALL, h5py.h5s.ALL, array)
+        return array
+    except _H5_ERRORS as exc:
         raise FileFormatError(f"{path}: cannot read {key!r} (truncated or corrupt file?): {exc}") from None
 
 
@@ -173,10 +202,15 @@ def _file_dataset_names(keys) -> list[str]:
     return list(dict.fromkeys(m["ds"] for m in map(_DATASET_KEY.match, sorted(keys)) if m))
 
 
+def _names_fit(names: list[str], found: list[str]) -> bool:
+    """``names`` are the file's datasets; without per-dataset keys (identity read-in and read-out) it holds one."""
+    return sorted(_tf_name(n, found) for n in names) == sorted(found) if found else len(names) == 1
+
+
 def _default_names(f: h5py.File, found: list[str], path: Path) -> list[str]:
     """Names written by us, else the order of ``hyperparameters-*.txt``, else the file's (sorted) names."""
     for names in (_stored_names(f), _hyperparameter_names(path)):
-        if names is not None and sorted(_tf_name(n, found) for n in names) == sorted(found):
+        if names is not None and _names_fit(names, found):
             return names
         if names is not None:
             warnings.warn(f"the dataset names {names} kept in or beside {path} do not match its per-dataset keys "
@@ -190,26 +224,31 @@ def _tf_name(name: str, found) -> str:
 
 
 # ---- reading ----------------------------------------------------------------------------
-def read_tf_model_params(path, dataset_names: Iterable[str] | None = None, verbose: bool = False
+def read_tf_model_params(path, dataset_names: str | Iterable[str] | None = None, verbose: bool = False
                          ) -> ModelTrainedParams:
     """Read a TF LFADS ``model_params`` file into a :class:`ModelTrainedParams`.
 
     ``dataset_names`` selects and orders the datasets, by the name lfads-run-manager
     uses (``dataset001``, looked up as ``dataset001.h5``) or the TF name itself. By default
     the names come from the file (kept there by :func:`save_tf_model_params`), else from a
-    ``hyperparameters-*.txt`` beside it, else from the per-dataset keys. Optimizer state and
-    all-zero bias variants are skipped; ``verbose=True`` prints every other key not used.
+    ``hyperparameters-*.txt`` beside it, else from the per-dataset keys. A single-dataset
+    model with identity read-in and read-out has no per-dataset keys: it takes one name,
+    and its per-dataset fields are empty. Optimizer state and all-zero bias variants are
+    skipped; ``verbose=True`` prints every other key not used.
     """
     path = Path(path)
-    with _open_hdf5(path) as f:
-        keys = list(f.keys())  # root entries; a group under a weight name fails to read, with the key named
+    with _reading(path) as f:
+        keys = _root_keys(f, path)  # a group under a weight name fails to read, with the key named
         found = _file_dataset_names(keys)
         available = _default_names(f, found, path)
-        dataset_names = available if dataset_names is None else [str(n) for n in dataset_names]
-        missing = [n for n in dataset_names if _tf_name(n, found) not in found]
+        dataset_names = available if dataset_names is None else dataset_name_list(dataset_names)
+        missing = [n for n in dataset_names if _tf_name(n, found) not in found] if found else []
         if missing:
             raise DatasetNameError(f"{path} has no parameters for dataset(s) {missing}; "
                                    f"the datasets in the file are {available}")
+        if not found and len(dataset_names) > 1:
+            raise DatasetNameError(f"{path} has no per-dataset keys (identity read-in and read-out), so it holds a "
+                                   f"single dataset; got the dataset names {dataset_names}")
         key_set, used, fields = set(keys), set(), {}
         for field, template in TF_KEYS.items():
             if "{}" not in template:
@@ -299,14 +338,14 @@ def export_hdf5(params: ModelTrainedParams, path, overwrite: bool = False) -> Pa
     return Path(path)
 
 
-def read_export_hdf5(path, dataset_names: Iterable[str] | None = None) -> ModelTrainedParams:
+def read_export_hdf5(path, dataset_names: str | Iterable[str] | None = None) -> ModelTrainedParams:
     """Read the export layout back (derived properties are recomputed, not read)."""
     path = Path(path)
-    with _open_hdf5(path) as f:
+    with _reading(path) as f:
         if "dataset_names" not in f:
             raise FileFormatError(f"{path} is not an lfads-run-manager export: it has no /dataset_names")
         available = [n.decode() if isinstance(n, bytes) else str(n) for n in np.ravel(_read(f, "dataset_names", path))]
-        names = available if dataset_names is None else [str(n) for n in dataset_names]
+        names = available if dataset_names is None else dataset_name_list(dataset_names)
         missing = [n for n in names if n not in available]
         if missing:
             raise DatasetNameError(f"{path} has no dataset(s) {missing}; the datasets in the file are {available}")

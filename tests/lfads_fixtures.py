@@ -66,11 +66,18 @@ ZERO_BIASES = ["LFADS/con/GenGRU/Gates/x_2_ru/b:0", "LFADS/con/GenGRU/Candidate/
 SIZES = dict(E=5, Eci=4, C=6, U=2, G=7, F=3, I=4, X=0)
 
 
-def tf_shapes(s: dict, D: int, read_in: bool) -> dict:
-    """Shapes of every field (lfads-formats.md §1.4) for sizes ``s`` and one dataset of ``D`` neurons."""
+def tf_shapes(s: dict, D: int, read_in: bool, causal: bool = False, feed_factors: bool = True,
+              inject_ext_input_to_gen: bool = True) -> dict:
+    """Shapes of every field (lfads-formats.md §0, §1.4) for sizes ``s`` and one dataset of ``D`` neurons.
+
+    The flags are TF's ``do_causal_controller``, ``do_feed_factors_to_controller`` and
+    ``inject_ext_input_to_gen`` (the ``X`` external inputs go to the encoders when false).
+    """
     Fin = s["F"] if read_in else D
-    E, Eci, C, U, G, F, I = (s[k] for k in ("E", "Eci", "C", "U", "G", "F", "I"))
-    Gin = U + s["X"]
+    E, Eci, C, U, G, F, I, X = (s[k] for k in ("E", "Eci", "C", "U", "G", "F", "I", "X"))
+    Ein = Fin if inject_ext_input_to_gen else Fin + X
+    Gin = U + X if inject_ext_input_to_gen else U
+    Cin = Eci * (1 if causal else 2) + (F if feed_factors else 0)
     shapes = {"x_to_infac_W": (D, Fin), "x_to_infac_b": (1, Fin), "factors_to_logrates_W": (F, D),
               "factors_to_logrates_b": (1, D), "prior_g0_mean": (1, I), "prior_g0_logvar": (1, I),
               "ic_enc_to_posterior_g0_mean_W": (2 * E, I), "ic_enc_to_posterior_g0_mean_b": (1, I),
@@ -81,10 +88,10 @@ def tf_shapes(s: dict, D: int, read_in: bool) -> dict:
               "con_to_posterior_co_logvar_b": (1, U), "gen_to_factors_W": (G, F)}
     for enc, gates, H in (("ic_enc", "gates_", E), ("ci_enc", "", Eci)):
         for d in ("fwd", "rev"):
-            shapes.update({f"{enc}_{d}_t0": (1, H), f"{enc}_{d}_gru_xh_to_{gates}ru_W": (Fin + H, 2 * H),
-                           f"{enc}_{d}_gru_xh_to_{gates}ru_b": (1, 2 * H), f"{enc}_{d}_gru_xrh_to_c_W": (Fin + H, H),
+            shapes.update({f"{enc}_{d}_t0": (1, H), f"{enc}_{d}_gru_xh_to_{gates}ru_W": (Ein + H, 2 * H),
+                           f"{enc}_{d}_gru_xh_to_{gates}ru_b": (1, 2 * H), f"{enc}_{d}_gru_xrh_to_c_W": (Ein + H, H),
                            f"{enc}_{d}_gru_xrh_to_c_b": (1, H)})
-    for field, In, H in (("con_gengru", 2 * Eci + F, C), ("gen_gengru", Gin, G)):
+    for field, In, H in (("con_gengru", Cin, C), ("gen_gengru", Gin, G)):
         shapes.update({f"{field}_x_to_ru_W": (In, 2 * H), f"{field}_h_to_ru_W": (H, 2 * H),
                        f"{field}_h_to_ru_b": (1, 2 * H), f"{field}_x_to_c_W": (In, H), f"{field}_rh_to_c_W": (H, H),
                        f"{field}_rh_to_c_b": (1, H)})
@@ -93,26 +100,29 @@ def tf_shapes(s: dict, D: int, read_in: bool) -> dict:
 
 def write_tf_model_params(path, datasets: dict, sizes: dict = SIZES, controller: bool = True, read_in: bool = True,
                           g0_map: bool = True, zero_biases: bool = True, trainable_prior_variances: bool = True,
-                          extra: dict | None = None, seed: int = 0) -> dict:
+                          extra: dict | None = None, seed: int = 0, **variant) -> dict:
     """Write ``model_params`` for ``datasets`` (``{tf dataset name: neurons}``); return ``{field: value}``.
 
     Per-dataset values are ``{tf dataset name: array}``; fields the model lacks are left out.
+    ``variant`` takes the flags of :func:`tf_shapes` (a causal controller has no ``ci_enc_rev``).
     """
     rng = np.random.default_rng(seed)
     variables, values = {}, {}
     for field, name in TF_VARIABLES.items():
         controller_part = field.startswith(("ci_enc", "con_", "prior_ar1")) or field.startswith("gen_gengru_x_to")
         if (controller_part and not controller) or (field.startswith("x_to_infac") and not read_in) \
-                or (field.startswith("g0_to_gen_ic") and not g0_map):
+                or (field.startswith("g0_to_gen_ic") and not g0_map) \
+                or (field.startswith("ci_enc_rev") and variant.get("causal")):
             continue
         if "{ds}" in name:
             values[field] = {}
             for ds, D in datasets.items():
-                array = rng.normal(size=tf_shapes(sizes, D, read_in)[field]).astype(np.float32)
+                array = rng.normal(size=tf_shapes(sizes, D, read_in, **variant)[field]).astype(np.float32)
                 variables[name.format(ds=ds)] = values[field][ds] = array
         else:
             D = next(iter(datasets.values()))
-            variables[name] = values[field] = rng.normal(size=tf_shapes(sizes, D, read_in)[field]).astype(np.float32)
+            shape = tf_shapes(sizes, D, read_in, **variant)[field]
+            variables[name] = values[field] = rng.normal(size=shape).astype(np.float32)
     fixed = {"LFADS/z/prior_g0/logvar:0", "LFADS/z/u_prior_ar1/logevars:0"}
     slots = {}
     for name, array in variables.items():

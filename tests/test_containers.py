@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from lds.containers import DatasetList, FieldSpec, ParamsContainer, evaluate_shape, format_value
-from lds.errors import DatasetNameError, ShapeError, UnknownParameterError
+from lds.errors import DatasetNameError, ShapeError, UnknownParameterError, ValidationError
 
 
 class Toy(ParamsContainer):
@@ -51,6 +51,25 @@ def test_dataset_list_unknown_name_lists_available():
         dl["nope"]
 
 
+def test_dataset_names_with_and_without_h5_are_interchangeable():
+    a, b = np.zeros(1), np.ones(1)
+    run_style = DatasetList([a, b], names=["dataset2", "dataset1"])
+    assert run_style["dataset2.h5"] is a and run_style["dataset1.h5"] is b
+    tf_style = DatasetList([a, b], names=["dataset2.h5", "dataset1.h5"])
+    assert tf_style["dataset1"] is b
+    both = DatasetList([a, b], names=["x", "x.h5"])  # an exact match wins
+    assert both["x"] is a and both["x.h5"] is b
+    with pytest.raises(DatasetNameError, match=r"'dataset3'.*dataset2\.h5"):
+        tf_style["dataset3"]
+
+
+def test_a_single_string_is_one_dataset_name():
+    dl = DatasetList([np.zeros(1)], names="dsA")
+    assert dl.names == ["dsA"] and dl["dsA"] is dl[0]
+    with pytest.raises(ValidationError, match="1 arrays but 0 names"):
+        DatasetList([np.zeros(1)], names=[])
+
+
 def test_dataset_list_concatenates_tensors_with_torch():
     dl = DatasetList([torch.ones(2, 2), torch.zeros(2, 3)])
     out = dl.concatenated(axis=1)
@@ -69,6 +88,8 @@ def test_format_value_matlab_style():
     assert format_value(torch.zeros(3, dtype=torch.float64)) == "[3 float64]"
     assert format_value(None) == "[]"
     assert format_value(DatasetList([np.zeros(1)] * 2, names=["a", "b"])) == "{2x1 cell}"
+    assert format_value(["dsA", "dsB", "dsC"]) == "{3x1 cell}"  # like MATLAB's nDatasets x 1 datasetNames
+    assert format_value([5, 6]) == "[5 6]" and format_value([]) == "{}"
 
 
 def test_grouped_repr_has_sections_in_order_and_right_aligned_names():

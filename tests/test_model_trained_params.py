@@ -1,7 +1,9 @@
 """ModelTrainedParams: TF model_params and lfads-torch readers, writers, GRU conversion, safety, bad input."""
 
 import os
+import re
 import shutil
+import warnings
 import zipfile
 
 import h5py
@@ -10,9 +12,20 @@ import pytest
 import torch
 
 from lds.containers import DatasetList
-from lds.errors import DatasetNameError, FileFormatError, MissingFileError, OverwriteError, ShapeError
+from lds.errors import (
+    DatasetNameError,
+    DefaultsUsedWarning,
+    FileFormatError,
+    LfadsToolsError,
+    MissingFileError,
+    OverwriteError,
+    ShapeError,
+    UnsafeCheckpointError,
+    ValidationError,
+)
 from lfads_tools import ModelTrainedParams
-from lfads_tools.lfads_torch import gru_tf_to_torch
+from lfads_tools.lfads_torch import gru_tf_to_torch, gru_torch_to_tf
+from lfads_tools.safe_unpickle import read_torch_file
 
 from lfads_fixtures import (
     SIZES,
@@ -64,7 +77,8 @@ def test_tf_file_with_controller_adam_slots_and_zero_biases(full_model, capsys):
     assert mtp.dataset_names == ["dsA.h5", "dsB.h5"]
     assert_fields_equal(mtp, values)
     assert mtp.dims == {"c_factors_dim": 3, "c_in_factors_dim": 3, "c_gen_dim": 7, "c_ic_dim": 4, "c_ic_enc_dim": 5,
-                        "c_ci_enc_dim": 4, "c_con_dim": 6, "c_co_dim": 2, "c_ext_input_dim": 0,
+                        "c_ci_enc_dim": 4, "c_con_dim": 6, "c_co_dim": 2, "c_enc_input_dim": 3,
+                        "c_con_input_dim": 2 * 4 + 3, "c_gen_input_dim": 2, "c_ext_input_dim": 0,
                         "num_channels": [5, 6], "has_controller": True}
     assert capsys.readouterr().out == ""  # quiet unless verbose
 
@@ -110,6 +124,21 @@ def test_dataset_names_given_select_and_order_run_manager_style(full_model):
     assert only.dataset_names == ["dsB.h5"] and only.num_channels_by_dataset == [6]
 
 
+def test_names_with_or_without_h5_and_one_name_as_a_string(full_model, tmp_path):
+    path, values = full_model
+    run_style = ModelTrainedParams.from_tf_model_params(path, dataset_names=["dsB", "dsA"])
+    np.testing.assert_array_equal(run_style.x_to_infac_W["dsB.h5"], values["x_to_infac_W"]["dsB.h5"])
+    tf_style = ModelTrainedParams.load(path)
+    assert tf_style.factors_to_logrates_W["dsA"] is tf_style.factors_to_logrates_W[0]
+    assert "dataset_names: {2x1 cell}" in repr(tf_style)  # nDatasets x 1, as MATLAB shows datasetNames
+    assert ModelTrainedParams.from_tf_model_params(path, dataset_names="dsB").dataset_names == ["dsB"]
+    assert tf_style.select_datasets("dsA").dataset_names == ["dsA.h5"]
+    tf_style.export_hdf5(tmp_path / "export.h5")
+    assert ModelTrainedParams.from_export_hdf5(tmp_path / "export.h5", "dsB.h5").dataset_names == ["dsB.h5"]
+    torch.save(torch_state_dict([5]), tmp_path / "sd.pt")
+    assert ModelTrainedParams.from_lfads_torch(tmp_path / "sd.pt", dataset_names="mine").dataset_names == ["mine"]
+
+
 def test_unknown_dataset_names_list_the_available_ones(full_model):
     with pytest.raises(DatasetNameError) as info:
         ModelTrainedParams.from_tf_model_params(full_model[0], dataset_names=["dsA", "nope"])
@@ -140,6 +169,80 @@ def test_single_dataset_without_read_in_and_no_controller(tmp_path):
     sd = mtp.to_lfads_torch_state_dict()  # identity g0 map and empty controller tensors, as lfads-torch keeps them
     np.testing.assert_array_equal(sd["decoder.ic_to_g0.weight"], np.eye(7))
     assert sd["decoder.con_h0"].shape == (1, 0) and sd["decoder.rnn.cell.gen_cell.weight_ih"].shape == (21, 0)
+
+
+def test_single_dataset_with_identity_read_in_and_read_out_keeps_its_name(tmp_path):
+    """No per-dataset keys at all (one dataset, no alignment matrix, F == D): one name, from the hps or the caller."""
+    path = tmp_path / "model_params"
+    values = write_tf_model_params(path, {"sess.h5": SIZES["F"]}, read_in=False, controller=False)
+    with h5py.File(path, "a") as f:
+        for key in [k for k in f if "_glm_" in k]:
+            del f[key]
+    assert ModelTrainedParams.load(path).dataset_names == []  # nothing names it
+    write_hyperparameters(tmp_path, ["sess.h5"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        mtp = ModelTrainedParams.load(path)
+    assert mtp.dataset_names == ["sess.h5"] and mtp.num_datasets == 1 and len(mtp.factors_to_logrates_W) == 0
+    np.testing.assert_array_equal(mtp.gen_to_factors_W, values["gen_to_factors_W"])
+    assert ModelTrainedParams.from_tf_model_params(path, dataset_names="sess").dataset_names == ["sess"]
+    with pytest.raises(DatasetNameError, match="single dataset"):
+        ModelTrainedParams.from_tf_model_params(path, dataset_names=["a", "b"])
+
+
+VARIANTS = [dict(causal=True), dict(feed_factors=False), dict(causal=True, feed_factors=False),
+            dict(inject_ext_input_to_gen=False), dict(inject_ext_input_to_gen=True)]
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids=lambda v: ",".join(f"{k}={w}" for k, w in v.items()))
+def test_controller_and_external_input_variants_are_read(tmp_path, variant):
+    """Causal controller (no ci_enc_rev), no factors fed to the controller, external inputs to encoders or generator."""
+    sizes = {**SIZES, "X": 2}
+    values = write_tf_model_params(tmp_path / "model_params", DATASETS, sizes=sizes, **variant)
+    mtp = ModelTrainedParams.load(tmp_path / "model_params")
+    assert_fields_equal(mtp, values)
+    causal, fed = variant.get("causal", False), variant.get("feed_factors", True)
+    to_gen = variant.get("inject_ext_input_to_gen", True)
+    dims = mtp.dims
+    assert dims["c_con_input_dim"] == sizes["Eci"] * (1 if causal else 2) + (sizes["F"] if fed else 0)
+    assert dims["c_enc_input_dim"] == sizes["F"] + (0 if to_gen else 2) and dims["c_in_factors_dim"] == sizes["F"]
+    assert dims["c_gen_input_dim"] == sizes["U"] + (2 if to_gen else 0) and dims["c_ext_input_dim"] == 2
+
+
+@pytest.mark.parametrize("variant", VARIANTS[:3] + [{}], ids=["causal", "no factors", "causal, no factors", "full"])
+def test_controller_variants_step_the_same_in_lfads_torch(tmp_path, variant):
+    """lfads-torch's controller always takes [ci_fwd, ci_bwd, factors]: what TF does not feed gets zero weights."""
+    write_tf_model_params(tmp_path / "model_params", DATASETS, **variant)
+    mtp = ModelTrainedParams.load(tmp_path / "model_params")
+    sd = mtp.to_lfads_torch_state_dict()
+    E, F, C = SIZES["Eci"], SIZES["F"], SIZES["C"]
+    cell = [_t(sd[f"decoder.rnn.cell.con_cell.{k}"]) for k in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
+    assert cell[0].shape == (3 * C, 2 * E + F)
+    rng = np.random.default_rng(5)
+    forward, backward, factors, h = (_t(rng.normal(size=(4, n))) for n in (E, E, F, C))
+    fed = [forward] + ([] if variant.get("causal") else [backward])
+    fed += [factors] if variant.get("feed_factors", True) else []
+    want = tf_gengru_step(torch.cat(fed, 1), h, *(_t(getattr(mtp, f"con_gengru_{n}")) for n in
+                                                   ("x_to_ru_W", "h_to_ru_W", "h_to_ru_b", "x_to_c_W", "rh_to_c_W",
+                                                    "rh_to_c_b")))
+    got = torch_cell_step(torch.cat([forward, backward, factors], 1), h, *cell)
+    assert torch.allclose(got, want, atol=1e-6, rtol=0)
+    assert sd["encoder.ci_enc_h0"].shape == (2, 1, E)
+    assert sd["encoder.ci_enc.bwd_gru.cell.weight_hh"].shape == (3 * E, E)
+    torch.save({k: torch.from_numpy(v) for k, v in sd.items()}, tmp_path / "sd.pt")
+    assert ModelTrainedParams.load(tmp_path / "sd.pt").dims["c_con_input_dim"] == 2 * E + F
+
+
+def test_models_lfads_torch_cannot_represent_are_refused(tmp_path):
+    write_tf_model_params(tmp_path / "encoders", DATASETS, sizes={**SIZES, "X": 2}, inject_ext_input_to_gen=False)
+    with pytest.raises(ValidationError, match="2 external inputs to its encoders"):
+        ModelTrainedParams.load(tmp_path / "encoders").to_lfads_torch_state_dict()
+    E, C = SIZES["Eci"], SIZES["C"]
+    rates = {"LFADS/con/GenGRU/Gates/x_2_ru/W:0": np.ones((2 * E + 5, 2 * C), np.float32),  # 5 rates fed back
+             "LFADS/con/GenGRU/Candidate/x_2_c/W:0": np.ones((2 * E + 5, C), np.float32)}
+    write_tf_model_params(tmp_path / "rates", DATASETS, extra=rates)
+    with pytest.raises(ValidationError, match="5 others, which are not the 3 factors"):
+        ModelTrainedParams.load(tmp_path / "rates").to_lfads_torch_state_dict()
 
 
 def test_fixed_prior_variances_and_no_zero_bias_variant(tmp_path):
@@ -304,6 +407,40 @@ def test_model_without_controller_has_missing_controller_fields(tmp_path):
     assert len(mtp.x_to_infac_W) == 0 and mtp.dims["c_in_factors_dim"] == 8 and mtp.dims["c_co_dim"] == 0
 
 
+def test_gaussian_read_out_without_read_in_is_not_taken_for_poisson(tmp_path):
+    """One session without read-in: 2 read-out rows per encoded neuron is Gaussian; extra rows (held-out) are not."""
+    sd = torch_state_dict([8], read_in=False)
+    sd["readout.0.weight"], sd["readout.0.bias"] = torch.ones(16, 3), torch.ones(16)  # rows [means; logvars]
+    torch.save(sd, tmp_path / "gaussian.pt")
+    with pytest.warns(DefaultsUsedWarning, match="not a Poisson model"):
+        mtp = ModelTrainedParams.load(tmp_path / "gaussian.pt")
+    assert len(mtp.factors_to_logrates_W) == 0 and mtp.dims["c_in_factors_dim"] == 8
+    sd["readout.0.weight"], sd["readout.0.bias"] = torch.ones(11, 3), torch.ones(11)  # 8 encoded + 3 held out
+    torch.save(sd, tmp_path / "held_out.pt")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert ModelTrainedParams.load(tmp_path / "held_out.pt").num_channels_by_dataset == [11]
+
+
+@pytest.mark.parametrize("key, shape", [
+    ("encoder.ic_enc.fwd_gru.cell.weight_ih", (3 * 5 + 2, 3)),
+    ("decoder.rnn.cell.gen_cell.weight_hh", (3 * 7 + 1, 7)),
+    ("decoder.rnn.cell.con_cell.weight_hh", (18,)),
+    ("decoder.rnn.cell.gen_cell.bias_ih", (3 * 7 + 4,)),
+    ("encoder.ic_enc.bwd_gru.cell.bias_hh", (3 * 5 + 4,)),
+    ("encoder.ic_enc_h0", (3, 1, 5)),
+    ("encoder.ci_enc_h0", (2, 4)),
+])
+def test_malformed_gru_tensors_are_refused_naming_the_key(tmp_path, key, shape):
+    sd = torch_state_dict([5, 6])
+    sd[key] = torch.zeros(shape)
+    torch.save(sd, tmp_path / "sd.pt")
+    with pytest.raises(ShapeError, match=re.escape(f"sd.pt: {key}")):
+        ModelTrainedParams.load(tmp_path / "sd.pt")
+    with pytest.raises(ShapeError, match=r"GRU cell\.bias_ih should have shape \(6,\)"):
+        gru_torch_to_tf(np.zeros((6, 3)), np.zeros((6, 2)), np.zeros(7), np.zeros(6))
+
+
 def test_session_names_from_the_data_configuration(tmp_path):
     (tmp_path / "data").mkdir()
     for name in ("lfads_s2.h5", "lfads_s1.h5"):
@@ -375,8 +512,6 @@ def test_unknown_persistent_ids_are_unsafe(tmp_path):
     import io
     import pickle
 
-    from lds.errors import UnsafeCheckpointError
-
     class Pickler(pickle.Pickler):
         def persistent_id(self, obj):
             return ("module", "os", "system") if obj == "payload" else None
@@ -385,8 +520,57 @@ def test_unknown_persistent_ids_are_unsafe(tmp_path):
     Pickler(data, protocol=2).dump({"state_dict": {"w": "payload"}})
     with zipfile.ZipFile(tmp_path / "odd.ckpt", "w") as z:
         z.writestr("odd/data.pkl", data.getvalue())
-    with pytest.raises(UnsafeCheckpointError, match="persistent id"):
+    with pytest.raises(UnsafeCheckpointError, match="persistent id") as info:
         ModelTrainedParams.load(tmp_path / "odd.ckpt")
+    assert str(tmp_path / "odd.ckpt") in str(info.value)
+
+
+def _rewrite_zip(source, target, change):
+    """Copy a zip file, passing every member's bytes through ``change(name, data)``."""
+    with zipfile.ZipFile(source) as old, zipfile.ZipFile(target, "w") as new:
+        for name in old.namelist():
+            new.writestr(name, change(name, old.read(name)))
+
+
+def test_damaged_tensor_storages_are_errors_that_name_the_file(tmp_path):
+    torch.save({"w": torch.arange(4.0)}, tmp_path / "good.pt")
+    for label, cut, expected in (("short", 8, "needs 4 elements but its storage '0' has 2"),
+                                 ("ragged", 7, "7 bytes, not a whole number of float32")):
+        _rewrite_zip(tmp_path / "good.pt", tmp_path / f"{label}.pt",
+                     lambda name, data: data[:cut] if name.endswith("/data/0") else data)
+        with pytest.raises(FileFormatError, match=expected) as info:
+            read_torch_file(tmp_path / f"{label}.pt")
+        assert str(tmp_path / f"{label}.pt") in str(info.value)
+
+    def quantized(name, data):  # a storage type the reader does not rebuild
+        return data.replace(b"FloatStorage", b"QInt8Storage") if name.endswith("data.pkl") else data
+
+    _rewrite_zip(tmp_path / "good.pt", tmp_path / "qint.pt", quantized)
+    with pytest.raises(UnsafeCheckpointError, match=r"qint\.pt: storage '0' has type torch\.QInt8Storage"):
+        read_torch_file(tmp_path / "qint.pt")
+
+
+def test_protocol_2_builtins_are_rebuilt_not_stood_in(tmp_path):
+    """torch.save writes protocol-2 pickles, which name set/frozenset/complex as __builtin__'s."""
+    plain = {"s": {1, 2}, "f": frozenset([3]), "c": 1 + 2j}
+    torch.save({"state_dict": torch_state_dict([5]), "hyper_parameters": plain}, tmp_path / "last.ckpt")
+    checkpoint, stand_ins = read_torch_file(tmp_path / "last.ckpt")
+    assert checkpoint["hyper_parameters"] == plain and not stand_ins
+
+
+def test_tensors_of_dtypes_without_a_typed_storage(tmp_path):
+    """uint16/32/64 come as untyped bytes plus a dtype (torch's _rebuild_tensor_v3); float8 has no NumPy type."""
+    values = np.arange(12).reshape(3, 4)
+    tensors = {name: torch.from_numpy(values.astype(name)).to(getattr(torch, name))[:, 1:3]
+               for name in ("uint16", "uint32", "uint64", "float32")}
+    torch.save(tensors, tmp_path / "ints.pt")
+    loaded, _ = read_torch_file(tmp_path / "ints.pt")
+    for name in tensors:
+        assert loaded[name].dtype == np.dtype(name)
+        np.testing.assert_array_equal(loaded[name], values[:, 1:3])
+    torch.save({"f8": torch.ones(2).to(torch.float8_e4m3fn)}, tmp_path / "f8.pt")
+    with pytest.raises(FileFormatError, match=r"f8\.pt: a tensor has dtype torch\.float8_e4m3fn"):
+        read_torch_file(tmp_path / "f8.pt")
 
 
 # ---- bad input ---------------------------------------------------------------------------------
@@ -421,22 +605,77 @@ def test_bad_files_give_clear_errors(tmp_path, full_model):
         ModelTrainedParams.load(tmp_path / "other.pt")
 
 
+@pytest.mark.parametrize("kind", ["tf", "export", "checkpoint"])
+def test_overwritten_bytes_give_library_errors_naming_the_file(tmp_path, kind):
+    """64 bytes of 0xff at 32 offsets across the file: a damaged index, names, heaps or zip records are library errors.
+
+    Damaged array data inside a TF file cannot be detected (HDF5 keeps no checksums there), so some copies load.
+    The export's global heap (its variable-length dataset_names strings) is left alone: reading strings from a
+    damaged heap makes HDF5 2.0.0 (h5py 3.16) loop forever, an upstream bug.
+    """
+    original = tmp_path / "original"
+    if kind == "checkpoint":
+        save_lightning_checkpoint(original, torch_state_dict([5, 6]))
+    else:
+        write_tf_model_params(original, DATASETS)
+        if kind == "export":
+            ModelTrainedParams.load(original).export_hdf5(tmp_path / "export.h5")
+            original = tmp_path / "export.h5"
+    data = original.read_bytes()
+    heap = data.find(b"GCOL")  # a global heap collection: signature, version, 3 reserved bytes, 8-byte size
+    heap_end = heap + int.from_bytes(data[heap + 8:heap + 16], "little") if heap >= 0 else heap
+    damaged, refused = tmp_path / "damaged", 0
+    for offset in range(0, len(data), len(data) // 32):
+        if heap - 64 < offset < heap_end:
+            continue
+        damaged.write_bytes(data[:offset] + b"\xff" * 64 + data[offset + 64:])
+        try:
+            ModelTrainedParams.load(damaged)
+        except LfadsToolsError as exc:
+            assert str(damaged) in str(exc), (offset, exc)
+            refused += 1
+    assert refused > 0
+
+
 def test_inconsistent_shapes_between_sections_are_refused(tmp_path):
     bad = {"LFADS/gen/GenGRU/Candidate/rh_2_c/W:0": np.zeros((8, 8), np.float32)}  # c_gen_dim 7 elsewhere
     write_tf_model_params(tmp_path / "model_params", DATASETS, extra=bad)
     with pytest.raises(ShapeError, match="c_gen_dim") as info:
         ModelTrainedParams.load(tmp_path / "model_params")
     assert "model_params" in str(info.value)
+    E, C, F = SIZES["Eci"], SIZES["C"], SIZES["F"]
+    x_rows = {"LFADS/con/GenGRU/Candidate/x_2_c/W:0": np.zeros((2 * E + F + 1, C), np.float32)}  # x_2_ru has 2E+F
+    wide_read_in = {f"LFADS/x_2_infac_{ds}/{p}:0": np.zeros((D if p == "W" else 1, F + 1), np.float32)
+                    for ds, D in DATASETS.items() for p in "Wb"}  # encoders built on F inputs
+    few_inputs = {f"LFADS/con/GenGRU/{g}/W:0": np.zeros((2 * E - 1, n * C), np.float32)
+                  for g, n in (("Gates/x_2_ru", 2), ("Candidate/x_2_c", 1))}  # fewer than ci_fwd + ci_rev
+    both = {f"LFADS/gen/GenGRU/{g}/W:0": np.zeros((SIZES["U"] + 2, n * SIZES["G"]), np.float32)
+            for g, n in (("Gates/x_2_ru", 2), ("Candidate/x_2_c", 1))}  # 2 more generator inputs, and 2 to encoders
+    for name, extra, message in (("x_rows", x_rows, r"con_gengru_x_to_c_W should have shape \(11, 6\)"),
+                                 ("wide_read_in", wide_read_in, "c_enc_input_dim = 3 inputs, fewer than the read-in"),
+                                 ("few_inputs", few_inputs, "c_con_input_dim = 7 inputs, fewer than the controller"),
+                                 ("both", both, "both the encoders and the generator take external inputs")):
+        write_tf_model_params(tmp_path / name, DATASETS, sizes={**SIZES, "X": 2}, extra=extra,
+                              inject_ext_input_to_gen=name != "both")
+        with pytest.raises(ShapeError, match=message):
+            ModelTrainedParams.load(tmp_path / name)
     sd = torch_state_dict([5, 6])
     sd["readout.1.weight"] = torch.zeros(6, 4)  # 4 factors where the generator makes 3
     torch.save(sd, tmp_path / "sd.pt")
     with pytest.raises(ShapeError, match="factors_to_logrates_W"):
         ModelTrainedParams.load(tmp_path / "sd.pt")
+    for key, columns, expected in (("encoder.ic_enc.fwd_gru.cell.weight_ih", F + 1, F),
+                                   ("decoder.rnn.cell.con_cell.weight_ih", 2 * E + F + 1, 2 * E + F)):
+        sd = torch_state_dict([5, 6])
+        same_input = [k for k in sd if k.endswith("_gru.cell.weight_ih")] if key.startswith("encoder") else [key]
+        sd.update({k: torch.zeros(sd[k].shape[0], columns) for k in same_input})  # the 4 encoders take one input
+        torch.save(sd, tmp_path / "sd.pt")
+        with pytest.raises(ShapeError, match=f"{key} has {columns} input columns; an lfads-torch model feeds it "
+                                             f"{expected}"):
+            ModelTrainedParams.load(tmp_path / "sd.pt")
 
 
 def test_incomplete_model_cannot_become_a_state_dict(full_model):
-    from lds.errors import ValidationError
-
     data = ModelTrainedParams.load(full_model[0]).to_dict()
     data["gen_to_factors_W"] = None
     with pytest.raises(ValidationError, match="gen_to_factors_W"):

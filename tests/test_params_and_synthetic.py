@@ -52,6 +52,8 @@ def test_multi_session_fields_are_dataset_lists():
     s = p.session("b")
     assert not s.is_multi_session and s.num_observations == 5
     assert "{2x1 cell}" in repr(p)
+    one = KalmanParams(num_states=2, num_observations=[3], dataset_names="sess")  # one name, not 4 letters
+    assert one.dataset_names == ["sess"] and one.C.names == ["sess"]
 
 
 def test_to_clone_aliases_and_dict_round_trip():
