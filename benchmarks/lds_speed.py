@@ -24,64 +24,21 @@ to T = 2,000, which the table marks. Prints medians and ratios and writes
 from __future__ import annotations
 
 import argparse
-import json
 import math
-import os
 import platform
-import statistics
 import subprocess
 import sys
 import time
 import warnings
-from pathlib import Path
 
 import numpy as np
 import torch
 from tabulate import tabulate
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from common import K, N, ROOT, median_seconds, write_results
+from common import flagship_observations as observations, reference_init
 
-import lds  # noqa: E402
-
-K, N = 10, 142
-
-
-def observations(T, seed=7, trials=None):
-    """Spike-count-like data: sqrt(count + 0.5) of Poisson counts driven by a slow 3-D latent."""
-    rng = np.random.default_rng(seed)
-    shape = (T, 3) if trials is None else (trials, T, 3)
-    latent = np.cumsum(rng.normal(size=shape) * 0.1, axis=-2)
-    rates = np.exp(0.5 + 0.3 * latent @ rng.normal(size=(3, N)) / np.sqrt(3))
-    return np.sqrt(rng.poisson(rates) + 0.5)
-
-
-def reference_init():
-    """The Bonsai reference test's start (seed 0, normal draws with sd 0.1, diagonal noise)."""
-    np.random.seed(0)
-    A = np.diag(np.random.normal(0, 0.1, K))
-    C = np.random.normal(0, 0.1, (N, K))
-    Q = np.diag(np.abs(np.random.normal(0, 0.1, K)))
-    R = np.diag(np.abs(np.random.normal(0, 0.1, N)))
-    m0 = np.random.normal(0, 0.1, K)
-    V0 = np.diag(np.abs(np.random.normal(0, 0.1, K)))
-    return lds.KalmanParams(transition_matrix=A, measurement_function=C, process_noise_covariance=Q,
-                            measurement_noise_covariance=R, initial_mean=m0, initial_covariance=V0)
-
-
-def timings(fn, repeats, warmup=1):
-    for _ in range(warmup):
-        fn()
-    out = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - start)
-    return out
-
-
-def median(fn, repeats, warmup=1):
-    return statistics.median(timings(fn, repeats, warmup))
+import lds  # noqa: E402 (after common, which puts the repository on the path)
 
 
 def online_step_times(params, y, warm_steps=200):
@@ -226,13 +183,15 @@ def main():
         if op == "online step":
             entry["lds"] = online_median
             online_plain, rows_plain = lds.OnlineKalmanFilter(params), [y_np[t] for t in range(300)]
-            entry["lds plain"] = median(lambda: _full_steps(online_plain, rows_plain), 1, 0) / len(rows_plain)
+            full_steps = median_seconds(lambda: _full_steps(online_plain, rows_plain), 1, 0)
+            entry["lds plain"] = full_steps / len(rows_plain)
         else:
-            entry["lds"] = median(ours[op], repeats)
-            entry["lds plain"] = median(plain[op], 1, 0)
-        entry["dynamax"] = median(dyn[op], repeats if op != "online step" else 200)
+            entry["lds"] = median_seconds(ours[op], repeats)
+            entry["lds plain"] = median_seconds(plain[op], 1, 0)
+        entry["dynamax"] = median_seconds(dyn[op], repeats if op != "online step" else 200)
         scale = T / pyk_T if op != "online step" else 1.0
-        entry["pykalman"] = median(pyk[op], 1 if op != "online step" else 200, 0 if op != "online step" else 1) * scale
+        pyk_repeats, pyk_warmup = (1, 0) if op != "online step" else (200, 1)
+        entry["pykalman"] = median_seconds(pyk[op], pyk_repeats, pyk_warmup) * scale
         comparison[op] = entry
         rows.append([f"{op} (T={T})" if op != "online step" else "online step (steady)",
                      *(_fmt(entry[k]) for k in ("lds", "lds plain", "dynamax", "pykalman")),
@@ -251,7 +210,7 @@ def main():
     for length in (2000, 10000, 100000):
         data = y if length == T else torch.from_numpy(observations(length, seed=3))
         reps = repeats if length < 100000 else max(1, repeats // 2)
-        scaling[length] = {op: median(fn, reps) for op, fn in {
+        scaling[length] = {op: median_seconds(fn, reps) for op, fn in {
             "filter": lambda: lds.kalman_filter(params, data),
             "smoother": lambda: lds.kalman_smoother(params, data),
             "EM iteration": lambda: lds.fit_em(data, params, max_iter=1, progress=False)}.items()}
@@ -259,18 +218,18 @@ def main():
         exponent = math.log(scaling[100000][op] / scaling[10000][op]) / math.log(10)
         srows.append([op, *(_fmt(scaling[n][op]) for n in (2000, 10000, 100000)), f"{exponent:.2f}"])
     start, data = reference_init(), torch.from_numpy(observations(10000, seed=3))
-    diagonal = {op: median(fn, repeats) for op, fn in {
+    diagonal = {op: median_seconds(fn, repeats) for op, fn in {
         "filter": lambda: lds.kalman_filter(start, data),
         "EM iteration": lambda: lds.fit_em(data, start, max_iter=1, progress=False)}.items()}
     batch = torch.from_numpy(observations(140, seed=5, trials=100))
-    batch_times = {op: median(fn, repeats) for op, fn in {
+    batch_times = {op: median_seconds(fn, repeats) for op, fn in {
         "filter": lambda: lds.kalman_filter(params, batch),
         "smoother": lambda: lds.kalman_smoother(params, batch),
         "EM iteration": lambda: lds.fit_em(batch, params, max_iter=1, progress=False)}.items()}
-    batch_plain = median(lambda: lds.kalman_filter(params, batch, method="plain"), 1, 0)
+    batch_plain = median_seconds(lambda: lds.kalman_filter(params, batch, method="plain"), 1, 0)
     lengths = np.random.default_rng(6).integers(100, 181, 100)
     unequal = [torch.from_numpy(observations(int(n), seed=100 + i)) for i, n in enumerate(lengths)]
-    unequal_times = {op: median(fn, repeats) for op, fn in {
+    unequal_times = {op: median_seconds(fn, repeats) for op, fn in {
         "filter": lambda: lds.kalman_filter(params, unequal),
         "smoother": lambda: lds.kalman_smoother(params, unequal),
         "EM iteration": lambda: lds.fit_em(unequal, params, max_iter=1, progress=False)}.items()}
@@ -293,16 +252,10 @@ def main():
 
     import jax
     import pykalman
-    out = ROOT / "benchmarks" / "results" / "lds_speed.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    payload = dict(shape=dict(K=K, N=N), quick=args.quick, repeats=repeats, threads=args.threads,
-                   pykalman_T=pyk_T, torch=torch.__version__, numpy=np.__version__, jax=jax.__version__,
-                   pykalman=getattr(pykalman, "__version__", "?"), machine=platform.machine(),
-                   cpus=os.cpu_count(), python=platform.python_version(), results=results)
-    tmp = out.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(payload, indent=2))
-    tmp.replace(out)
-    print(f"wrote {out.relative_to(ROOT)}")
+    write_results("lds_speed", dict(shape=dict(K=K, N=N), quick=args.quick, repeats=repeats, threads=args.threads,
+                                    pykalman_T=pyk_T, torch=torch.__version__, numpy=np.__version__,
+                                    jax=jax.__version__, pykalman=getattr(pykalman, "__version__", "?"),
+                                    results=results))
 
 
 def _full_steps(online, rows):

@@ -22,10 +22,7 @@ Prints a table and writes ``benchmarks/results/model_params_load.json``.
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -35,7 +32,7 @@ import numpy as np
 import torch
 from tabulate import tabulate
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from common import write_results
 
 from lds.containers import evaluate_shape  # noqa: E402
 from lfads_tools import ModelTrainedParams  # noqa: E402
@@ -134,16 +131,12 @@ def main() -> None:
           f"slots), {DATASETS} datasets x {NEURONS} neurons; median of {args.repeats}")
     print(tabulate([[name, f"{s * 1e3:.1f}", r] for (name, s), r in zip(rows.items(), ratios)],
                    headers=["operation", "median ms", "vs peer"]))
-    out = Path(__file__).resolve().parent / "results" / "model_params_load.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps({
-        "machine": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
-        "h5py": h5py.__version__, "repeats": args.repeats, "sizes": SIZES, "datasets": DATASETS,
-        "neurons": NEURONS, "weight_arrays": len(keys), "file_keys": total_keys, "file_megabytes": megabytes,
-        "median_seconds": rows, "ratio_tf_to_h5py": ratio_tf, "ratio_lfads_torch_to_torch_load": ratio_torch,
-        "target_ratio_tf_to_h5py": 1.3,
-    }, indent=2))
-    print(f"wrote {out}")
+    write_results("model_params_load", {
+        "torch": torch.__version__, "h5py": h5py.__version__, "repeats": args.repeats, "sizes": SIZES,
+        "datasets": DATASETS, "neurons": NEURONS, "weight_arrays": len(keys), "file_keys": total_keys,
+        "file_megabytes": megabytes, "median_seconds": rows, "ratio_tf_to_h5py": ratio_tf,
+        "ratio_lfads_torch_to_torch_load": ratio_torch, "target_ratio_tf_to_h5py": 1.3,
+    })
 
 
 if __name__ == "__main__":

@@ -17,12 +17,7 @@ Prints medians and ratios to plain h5py and writes ``benchmarks/results/param_fi
 from __future__ import annotations
 
 import argparse
-import json
-import platform
-import statistics
-import sys
 import tempfile
-import time
 from pathlib import Path
 
 import h5py
@@ -30,21 +25,12 @@ import numpy as np
 import torch
 from tabulate import tabulate
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from common import median_seconds, write_results
 
 import lds  # noqa: E402
 from lds.native import container_arrays  # noqa: E402
 
 K, N, SESSIONS = 40, 150, 40
-
-
-def median_time(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def flat_arrays(params) -> dict:
@@ -88,22 +74,22 @@ def main() -> None:
         params.save_bonsai(paths["bonsai"], session=0)
 
         rows = {
-            "save: native (checksums, fsync)": median_time(lambda: params.save(fresh(".h5")), args.repeats),
-            "save: plain h5py": median_time(lambda: h5py_write(fresh(".h5")), args.repeats),
-            "save: np.savez": median_time(lambda: np.savez(fresh(".npz"), **arrays), args.repeats),
-            "save: torch.save": median_time(lambda: torch.save(tensors, fresh(".pt")), args.repeats),
-            "save: to_npz": median_time(lambda: params.to_npz(fresh(".npz")), args.repeats),
-            "load: native (verified)": median_time(lambda: lds.KalmanParams.load(paths["native"]), args.repeats),
-            "load: native arrays only (verified)": median_time(
+            "save: native (checksums, fsync)": median_seconds(lambda: params.save(fresh(".h5")), args.repeats),
+            "save: plain h5py": median_seconds(lambda: h5py_write(fresh(".h5")), args.repeats),
+            "save: np.savez": median_seconds(lambda: np.savez(fresh(".npz"), **arrays), args.repeats),
+            "save: torch.save": median_seconds(lambda: torch.save(tensors, fresh(".pt")), args.repeats),
+            "save: to_npz": median_seconds(lambda: params.to_npz(fresh(".npz")), args.repeats),
+            "load: native (verified)": median_seconds(lambda: lds.KalmanParams.load(paths["native"]), args.repeats),
+            "load: native arrays only (verified)": median_seconds(
                 lambda: lds.native._read_document(paths["native"]), args.repeats),
-            "load: plain h5py": median_time(lambda: h5py_read(paths["h5py"]), args.repeats),
-            "load: np.load": median_time(lambda: dict(np.load(paths["npz"])), args.repeats),
-            "load: torch.load(weights_only)": median_time(
+            "load: plain h5py": median_seconds(lambda: h5py_read(paths["h5py"]), args.repeats),
+            "load: np.load": median_seconds(lambda: dict(np.load(paths["npz"])), args.repeats),
+            "load: torch.load(weights_only)": median_seconds(
                 lambda: torch.load(paths["torch"], weights_only=True), args.repeats),
-            "load: from_npz": median_time(lambda: lds.KalmanParams.from_npz(paths["to_npz"]), args.repeats),
-            "save_bonsai (1 session)": median_time(
+            "load: from_npz": median_seconds(lambda: lds.KalmanParams.from_npz(paths["to_npz"]), args.repeats),
+            "save_bonsai (1 session)": median_seconds(
                 lambda: params.save_bonsai(fresh(""), session=0), args.repeats),
-            "load_bonsai (1 session)": median_time(lambda: lds.KalmanParams.load_bonsai(paths["bonsai"]), args.repeats),
+            "load_bonsai (1 session)": median_seconds(lambda: lds.KalmanParams.load_bonsai(paths["bonsai"]), args.repeats),
         }
     save_ref, load_ref = rows["save: plain h5py"], rows["load: plain h5py"]
     table = [[name, f"{seconds * 1e3:.1f}",
@@ -113,16 +99,12 @@ def main() -> None:
     print(f"KalmanParams K={K}, {SESSIONS} sessions x N={N}: {len(arrays)} arrays, {megabytes:.1f} MB; "
           f"median of {args.repeats}")
     print(tabulate(table, headers=["operation", "median ms", "vs plain h5py"]))
-    out = Path(__file__).resolve().parent / "results" / "param_files_speed.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps({
-        "machine": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
-        "h5py": h5py.__version__, "repeats": args.repeats, "megabytes": megabytes, "arrays": len(arrays),
-        "median_seconds": rows,
+    write_results("param_files_speed", {
+        "torch": torch.__version__, "h5py": h5py.__version__, "repeats": args.repeats, "megabytes": megabytes,
+        "arrays": len(arrays), "median_seconds": rows,
         "ratio_save_native_to_h5py": rows["save: native (checksums, fsync)"] / save_ref,
         "ratio_load_native_to_h5py": rows["load: native (verified)"] / load_ref,
-    }, indent=2))
-    print(f"wrote {out}")
+    })
 
 
 if __name__ == "__main__":

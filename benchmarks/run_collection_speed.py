@@ -18,16 +18,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import statistics
-import sys
 import tempfile
-import time
 from pathlib import Path
 
 from tabulate import tabulate
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from common import median_seconds, write_results
 
 from lfads_tools import Dataset, DatasetCollection, RunCollection, RunParams, RunSpec  # noqa: E402
 from lfads_tools.run_records import RUN_RECORD_FILE, run_record_bytes  # noqa: E402
@@ -86,15 +82,6 @@ def bare_scan(path: Path, file_name: str) -> int:
     return count
 
 
-def median_time(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
 def measure(kind: str, repeats: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -111,11 +98,11 @@ def measure(kind: str, repeats: int) -> dict:
 
         file_name = RUN_RECORD_FILE if kind == "record" else HPS_FILE
         return {
-            "from_disk": median_time(lambda: RunCollection.from_disk(root / "runs", "bench", progress=False),
+            "from_disk": median_seconds(lambda: RunCollection.from_disk(root / "runs", "bench", progress=False),
                                      repeats),
-            "find_runs (4 queries)": median_time(queries, repeats),
-            "runs_table": median_time(rc.runs_table, repeats),
-            "peer: bare scandir + json.load": median_time(lambda: bare_scan(root / "runs" / "bench", file_name),
+            "find_runs (4 queries)": median_seconds(queries, repeats),
+            "runs_table": median_seconds(rc.runs_table, repeats),
+            "peer: bare scandir + json.load": median_seconds(lambda: bare_scan(root / "runs" / "bench", file_name),
                                                           repeats),
         }
 
@@ -137,13 +124,8 @@ def main() -> None:
         print(tabulate(rows, headers=["step", "median ms", "x peer"]))
         print(f"target: total under 1000 ms -> {'met' if total < 1.0 else 'NOT met'}")
         cases[kind] = {"median_seconds": results, "total_seconds": total, "total_over_peer": total / peer}
-    out = Path(__file__).resolve().parent / "results"
-    out.mkdir(exist_ok=True)
-    (out / "run_collection_speed.json").write_text(json.dumps({
-        "benchmark": "run_collection_speed", "runs": N_SPECS * N_PARAMS, "repeats": args.repeats, "cases": cases,
-        "target_seconds": 1.0, "python": platform.python_version(), "machine": platform.machine(),
-        "cpu_count": os.cpu_count(), "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }, indent=1))
+    write_results("run_collection_speed", {"runs": N_SPECS * N_PARAMS, "repeats": args.repeats, "cases": cases,
+                                           "target_seconds": 1.0})
 
 
 if __name__ == "__main__":

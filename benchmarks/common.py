@@ -1,0 +1,73 @@
+"""What the benchmarks share: timing, the flagship LDS data and start, and writing results as JSON."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import lds  # noqa: E402
+
+K, N = 10, 142  # the flagship shape: 10 states, 142 neurons of MC_Maze_Small
+
+
+def timings(fn, repeats: int, warmup: int = 1) -> list[float]:
+    """Seconds of ``repeats`` calls of ``fn`` after ``warmup`` untimed ones."""
+    for _ in range(warmup):
+        fn()
+    out = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - start)
+    return out
+
+
+def median_seconds(fn, repeats: int, warmup: int = 1) -> float:
+    return statistics.median(timings(fn, repeats, warmup))
+
+
+def flagship_observations(T: int, seed: int = 7, trials: int | None = None) -> np.ndarray:
+    """Spike-count-like data ``[T, N]`` (or ``[trials, T, N]``): sqrt(count + 0.5) of Poisson
+    counts driven by a slow 3-D latent."""
+    rng = np.random.default_rng(seed)
+    shape = (T, 3) if trials is None else (trials, T, 3)
+    latent = np.cumsum(rng.normal(size=shape) * 0.1, axis=-2)
+    rates = np.exp(0.5 + 0.3 * latent @ rng.normal(size=(3, N)) / np.sqrt(3))
+    return np.sqrt(rng.poisson(rates) + 0.5)
+
+
+def reference_init() -> lds.KalmanParams:
+    """The Bonsai reference test's start (seed 0, normal draws with sd 0.1, diagonal noise)."""
+    np.random.seed(0)
+    A = np.diag(np.random.normal(0, 0.1, K))
+    C = np.random.normal(0, 0.1, (N, K))
+    Q = np.diag(np.abs(np.random.normal(0, 0.1, K)))
+    R = np.diag(np.abs(np.random.normal(0, 0.1, N)))
+    m0 = np.random.normal(0, 0.1, K)
+    V0 = np.diag(np.abs(np.random.normal(0, 0.1, K)))
+    return lds.KalmanParams(transition_matrix=A, measurement_function=C, process_noise_covariance=Q,
+                            measurement_noise_covariance=R, initial_mean=m0, initial_covariance=V0)
+
+
+def write_results(name: str, payload: dict) -> Path:
+    """``benchmarks/results/<name>.json`` with the machine's description, written atomically."""
+    out = ROOT / "benchmarks" / "results" / f"{name}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    payload = dict(benchmark=name, time=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                   python=platform.python_version(), machine=platform.machine(), platform=platform.platform(),
+                   cpus=os.cpu_count(), **payload)
+    tmp = out.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(payload, indent=2))
+    tmp.replace(out)
+    print(f"wrote {out.relative_to(ROOT)}")
+    return out
