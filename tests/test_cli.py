@@ -1,6 +1,8 @@
 """The lfads-tools command line tool: every command through main(), exit codes, one-line errors, --help."""
 
 import base64
+import contextlib
+import io
 import json
 import os
 import re
@@ -288,13 +290,68 @@ def test_a_closed_pipe_ends_quietly(collection, monkeypatch, capsys):
         assert code == 1 and capsys.readouterr().err == ""
 
 
-def test_demo_runs_the_whole_path(tmp_path, capsys):
-    code, out, _ = run_main(capsys, "demo", "--out", tmp_path / "demo")
+@pytest.fixture(scope="module")
+def demo_output(tmp_path_factory):
+    """``lfads-tools demo --out lfads-demo`` once, for the tests below: the folder and what it printed."""
+    folder = tmp_path_factory.mktemp("demo") / "lfads-demo"
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        code = main(["demo", "--out", str(folder)])
     assert code == 0
-    assert (tmp_path / "demo" / "report_all.html").is_file()
-    assert (tmp_path / "demo" / "exported" / "lds_all.h5").is_file()
+    return folder, printed.getvalue()
+
+
+def test_demo_runs_the_whole_path(demo_output, capsys):
+    folder, out = demo_output
+    words = " ".join(out.split())
+    assert "The LFADS weights are random stand-ins" in words and "driven by a Lorenz attractor" in words
+    for name in ("spikes/train.npz", "spikes/test.npz", "spikes/lds4.h5", "report_all.html", "exported/lds_all.h5"):
+        assert (folder / name).is_file(), name
     assert "native file" in out and "reloads equal: True" in out
-    assert_one_line_error(*run_main(capsys, "demo", "--out", tmp_path / "demo")[::2], "not empty")
+    # the online filter printed latents +- SD and agrees with the batch filter
+    assert re.search(r"\n +0\.02 +[+-]\d\.\d{3} ± \d\.\d{3}", out)
+    agreement = re.search(r"means ([\d.e+-]+), of the SDs ([\d.e+-]+); log-likelihood ([\d.-]+) online, ([\d.-]+) "
+                          r"batch", out)
+    assert float(agreement[1]) < 1e-10 and float(agreement[2]) < 1e-10 and agreement[3] == agreement[4]
+    # run spec and params indices are the same before and after rebuilding from disk
+    assert "[0] all  (2 datasets" in out and re.search(r"\(0,0\) +all +param_", out)
+    # the report of the run with all sessions shows the stand-in LFADS model's generator and readouts
+    report = (folder / "report_all.html").read_text()
+    run = RunCollection.from_disk(folder / "runs", "demo", progress=False).find_runs("all", 0)
+    generator = np.asarray(run.load_model_trained_params().gen_gengru_rh_to_c_W, dtype=np.float64)
+    assert f"Spectral radius <strong>{np.abs(np.linalg.eigvals(generator)).max():.4g}</strong>" in report
+    assert 'alt="eigenvalues of gen_gengru_rh_to_c_W"' in report and 'alt="readout matrices' in report
+    assert_one_line_error(*run_main(capsys, "demo", "--out", folder)[::2], "not empty")
+
+
+def readme_examples():
+    """The README's ``>>>`` lines with their expected output (blank lines included), as doctest Examples."""
+    import doctest
+
+    text = (Path(__file__).parents[1] / "README.md").read_text()
+    examples = []
+    for block in re.findall(r"```python\n(.*?)```", text, re.S):
+        for chunk in re.split(r"^>>> ", block, flags=re.M)[1:]:
+            lines = chunk.rstrip("\n").split("\n")
+            source = [lines.pop(0)]
+            while lines and lines[0].startswith("... "):
+                source.append(lines.pop(0)[4:])
+            want = "\n".join(lines).rstrip()
+            examples.append(doctest.Example("\n".join(source) + "\n", want + "\n" if want else ""))
+    return examples
+
+
+def test_readme_tour_is_true(demo_output, monkeypatch):
+    import doctest
+
+    monkeypatch.chdir(demo_output[0].parent)  # the tour reads the demo's output in lfads-demo/
+    examples = readme_examples()
+    assert len(examples) > 20
+    test = doctest.DocTest(examples, {}, "README.md", None, 0, None)
+    report = []
+    runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    result = runner.run(test, out=report.append)
+    assert result.failed == 0, "".join(report)
 
 
 def test_console_script(tmp_path):
