@@ -202,7 +202,7 @@ def _run_report(args) -> int:
     _check_output(args.out, "--out", args.overwrite)
     opened = open_path(args.path)
     title = args.title or f"{args.path.name}: {type(opened.params).__name__}"
-    out = write_report(opened.params, args.out, title=title, source=f"{opened.source} ({opened.kind})",
+    out = write_report(opened.params, args.out, title=title, source=f"{opened.source}: {opened.kind}",
                        curves=opened.curves, overwrite=args.overwrite)
     print(f"wrote {out}")
     return 0
