@@ -74,7 +74,9 @@ def _build_parser() -> argparse.ArgumentParser:
                    help="stop when the relative log-likelihood change, (LL_i - LL_i-1) / |LL_i-1|, "
                         "falls below TOL (default 1e-4)")
     p.add_argument("--key", default=None, help=".npz: name of the array to use")
-    p.add_argument("--bin-width", type=float, default=0.02, help=".nwb: bin width in seconds (default 0.02)")
+    p.add_argument("--bin-width", type=float, default=0.02,
+                   help=".nwb: bin width in seconds (default 0.02; one whose bins would need more than 2 GiB "
+                        "is refused)")
     p.add_argument("--transform", choices=("sqrt", "counts"), default="sqrt",
                    help=".nwb: sqrt(count + 0.5) (default) or raw counts")
     p.add_argument("--trials", action="store_true", help="fit the trials of the file's trials table separately")

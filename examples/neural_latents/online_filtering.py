@@ -79,8 +79,9 @@ def main(argv=None) -> int:
         if unit_ids is not None:
             test = test.select_units(unit_ids)
         if test.num_units != params.num_observations:
+            hint = "; a Bonsai folder does not record which ones: use the native file (--model)" if args.bonsai else ""
             raise ShapeError(f"the model reads {params.num_observations} units but {test.source} has "
-                             f"{test.num_units}; train and filter on recordings of the same units")
+                             f"{test.num_units}; train and filter on recordings of the same units{hint}")
     except LfadsToolsError as exc:
         print(f"online_filtering.py: error: {exc}", file=sys.stderr)
         return 2
