@@ -362,12 +362,14 @@ def drop_constant_channels(y):
 
     ``y``: ``[T, N]``, ``[B, T, N]`` or a list of ``[T_i, N]`` trials (as
     :func:`load_observations` returns). A channel is constant when it takes one value
-    over every time step of every trial, e.g. a unit that never fires: an LDS would
-    give it zero noise variance, which no fit can handle.
+    over every time step of every trial (missing values, NaN, aside), e.g. a unit that
+    never fires: an LDS would give it zero noise variance, which no fit can handle.
     """
     trials = list(y) if isinstance(y, list) else [np.asarray(y)]
     rows = np.concatenate([np.asarray(t).reshape(-1, np.shape(t)[-1]) for t in trials])
-    kept = np.flatnonzero(np.ptp(rows, axis=0) > 0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN channel: constant too
+        kept = np.flatnonzero(np.nanmax(rows, axis=0) - np.nanmin(rows, axis=0) > 0)
     if kept.size == 0:
         raise ValidationError(f"all {rows.shape[1]} channels are constant (the same value at every time step); "
                               "there is nothing to fit")

@@ -70,6 +70,9 @@ def test_drop_constant_channels():
     trials[0][:, 2] = 7.0  # constant in one trial only: it still varies over the data
     kept_trials, kept = data.drop_constant_channels(trials)
     assert kept.tolist() == [0, 2, 3] and [t.shape for t in kept_trials] == [(10, 3), (40, 3)]
+    missing = y[0].copy()
+    missing[5, 0] = missing[:, 3] = np.nan  # NaN marks missing values: channel 0 still varies, 3 has no value
+    assert data.drop_constant_channels(missing)[1].tolist() == [0, 2]
     same, kept = data.drop_constant_channels(y[0][:, [0, 2]])
     assert kept.tolist() == [0, 1] and same.shape == (40, 2)
     with pytest.raises(ValidationError, match="all 2 channels are constant"):
