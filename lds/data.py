@@ -6,34 +6,44 @@ spike of any unit (NumPy ``arange(0, t_max + w, w)``), one ``np.histogram`` per 
 then ``sqrt(count + 0.5)``. Arrays are time-major ``[T, N]`` as everywhere in ``lds``.
 
 - :func:`bin_spike_times` and :func:`transform_counts`: the two steps on plain arrays.
+  Bin widths whose bins would not fit in memory (more than :data:`MAX_BINNED_BYTES`,
+  2 GiB, for the counts and their transform) are refused with an error saying why.
 - :func:`load_nwb`: the NWB ``units`` table (and ``trials`` table, when present) to
   :class:`BinnedSpikes`.
 - :func:`load_observations`: ``.npy``, ``.npz`` or ``.nwb`` to an observation array
   (or a list of trials) for :func:`lds.fit_em` and the ``lfads-tools fit-lds`` command.
+- :func:`drop_constant_channels`: leave out channels that never change (units that
+  never fire), which an LDS cannot model (their noise variance would be 0).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from .errors import FileFormatError, MissingFileError, ValidationError, require
+from .errors import FileFormatError, MissingFileError, SilentUnitsWarning, ValidationError, require
 from .fileio import atomic_path
 
 __all__ = [
     "BinnedSpikes",
+    "MAX_BINNED_BYTES",
     "TRANSFORMS",
     "bin_spike_times",
     "transform_counts",
     "load_nwb",
     "load_binned",
     "load_observations",
+    "drop_constant_channels",
 ]
 
 TRANSFORMS = ("sqrt", "counts")
+#: Binning refuses to allocate more than this for the counts (int64) and their float64 transform.
+MAX_BINNED_BYTES = 2 * 2**30
 
 
 def _check_bin_width(bin_width) -> float:
@@ -46,12 +56,15 @@ def _check_bin_width(bin_width) -> float:
     return width
 
 
-def bin_spike_times(spike_times, bin_width: float = 0.02, t_max: float | None = None):
+def bin_spike_times(spike_times, bin_width: float = 0.02, t_max: float | None = None,
+                    max_bytes: int = MAX_BINNED_BYTES):
     """Counts ``[n_bins, n_units]`` (int64) and edges ``[n_bins + 1]`` (seconds).
 
     ``spike_times`` is one array of spike times (seconds) per unit. Edges run from 0 in
     steps of ``bin_width`` up to ``t_max`` (default: the last spike of any unit), with
-    NumPy ``arange`` semantics as in the Neural Latents Benchmark recipe.
+    NumPy ``arange`` semantics as in the Neural Latents Benchmark recipe. A bin width so
+    small that the counts and their float64 transform would need more than
+    ``max_bytes`` (default 2 GiB) is refused before anything is allocated.
     """
     width = _check_bin_width(bin_width)
     units = [np.asarray(t, dtype=np.float64).ravel() for t in spike_times]
@@ -64,6 +77,14 @@ def bin_spike_times(spike_times, bin_width: float = 0.02, t_max: float | None = 
         t_max = max(nonempty)
     if not math.isfinite(t_max) or t_max < 0:
         raise ValidationError(f"the last spike time must be a finite time >= 0 s, got {t_max}")
+    num_bins = max(math.ceil((t_max + width) / width) - 1, 1)  # the length of arange(0, t_max + width, width), less 1
+    needed = num_bins * len(units) * 16  # int64 counts and float64 observations
+    if needed > max_bytes:
+        raise ValidationError(
+            f"binning {t_max:g} s of recording in {width:g} s bins gives {num_bins:,} bins x {len(units)} units; "
+            f"the counts and observations would need {needed / 2**30:,.1f} GiB, more than the "
+            f"{max_bytes / 2**30:g} GiB allowed: use a wider bin width"
+        )
     edges = np.arange(0.0, t_max + width, width)
     if edges.size < 2:
         edges = np.array([0.0, width])
@@ -128,6 +149,18 @@ class BinnedSpikes:
     def trials(self) -> list[np.ndarray]:
         """Observations of each trial that has at least one bin (a list for :func:`lds.fit_em`)."""
         return [self.observations[s] for s in self.trial_slices() if s.stop > s.start]
+
+    def select_units(self, unit_ids) -> "BinnedSpikes":
+        """The same recording with only the units ``unit_ids``, in that order."""
+        position = {u: i for i, u in enumerate(np.asarray(self.unit_ids).tolist())}
+        wanted = np.asarray(unit_ids).tolist()
+        missing = [u for u in wanted if u not in position]
+        if missing:
+            raise ValidationError(f"{self.source or 'the recording'} has no units with ids {missing}; "
+                                  f"its {self.num_units} unit ids are {list(position)}")
+        columns = [position[u] for u in wanted]
+        return dataclasses.replace(self, observations=self.observations[:, columns], counts=self.counts[:, columns],
+                                   unit_ids=np.asarray(self.unit_ids)[columns])
 
     def __repr__(self) -> str:
         trials = f", {self.num_trials} trials" if self.trial_intervals is not None else ""
@@ -199,8 +232,12 @@ def _read_nwb_units(path: Path):
     return spike_times, unit_ids, trials
 
 
-def load_nwb(path, bin_width: float = 0.02, transform: str = "sqrt") -> BinnedSpikes:
+def load_nwb(path, bin_width: float = 0.02, transform: str = "sqrt",
+             max_bytes: int = MAX_BINNED_BYTES) -> BinnedSpikes:
     """Bin the spikes of an NWB file's ``units`` table (needs the ``nwb`` extra).
+
+    Warns (:class:`~lds.errors.SilentUnitsWarning`) about units without a spike;
+    ``max_bytes`` as in :func:`bin_spike_times`.
 
     >>> data = lds.data.load_nwb("sub-Jenkins_ses-small_desc-train_behavior+ecephys.nwb")
     >>> data.observations.shape        # [T, 142], 20 ms bins, sqrt(count + 0.5)
@@ -213,7 +250,12 @@ def load_nwb(path, bin_width: float = 0.02, transform: str = "sqrt") -> BinnedSp
     spike_times, unit_ids, trials = _read_nwb_units(path)
     if not any(t.size for t in spike_times):
         raise FileFormatError(f"{path}: none of the {len(spike_times)} units has any spike")
-    counts, _ = bin_spike_times(spike_times, width)
+    counts, _ = bin_spike_times(spike_times, width, max_bytes=max_bytes)
+    silent = unit_ids[counts.sum(axis=0) == 0].tolist()
+    if silent:
+        warnings.warn(f"{path.name}: {len(silent)} of {len(unit_ids)} units never fire (unit ids {silent}); an LDS "
+                      "cannot model a channel that never changes (lds.data.drop_constant_channels leaves such "
+                      "channels out)", SilentUnitsWarning, stacklevel=2)
     return BinnedSpikes(
         observations=transform_counts(counts, transform),
         counts=counts,
@@ -262,6 +304,11 @@ def _check_observations(array, where: str) -> np.ndarray:
     array = array.astype(np.float64, copy=False)
     if not np.all(np.isfinite(array)):
         raise FileFormatError(f"{where} contains NaN or infinite values")
+    peak, limit = float(np.max(np.abs(array))), math.sqrt(np.finfo(np.float64).max / array.size)
+    if peak > limit:  # the sums of squares that every fit forms would overflow
+        raise ValidationError(f"{where} has values up to {peak:.3g}, too large to fit: their squares summed over its "
+                              f"{array.size} entries overflow float64 (|values| must stay below {limit:.3g}); "
+                              "rescale the data")
     return array
 
 
@@ -292,8 +339,11 @@ def load_observations(path, *, key: str | None = None, bin_width: float = 0.02, 
                 is_binned = all(k in names for k in _BINNED_KEYS)
                 if key is None:
                     key = "observations" if "observations" in names else (names[0] if len(names) == 1 else None)
-                if key is None or key not in names:
-                    raise FileFormatError(f"{path}: say which array to use (key=...); it holds {names}")
+                if key is None:
+                    raise FileFormatError(f"{path} holds several arrays, {names}, and none is called 'observations': "
+                                          "say which one to use (key=NAME in Python, --key NAME on the command line)")
+                if key not in names:
+                    raise FileFormatError(f"{path} has no array {key!r}; it holds {names}")
                 array = npz[key]
         except FileFormatError:
             raise
@@ -305,3 +355,26 @@ def load_observations(path, *, key: str | None = None, bin_width: float = 0.02, 
                 return [_check_observations(t, f"{path} trial") for t in binned.trials()]
         return _check_observations(array, f"{path}[{key!r}]")
     raise FileFormatError(f"{path}: unsupported data file type {suffix!r}; expected .npy, .npz or .nwb")
+
+
+def drop_constant_channels(y):
+    """``(y without its constant channels, kept channel indices)`` for an LDS fit.
+
+    ``y``: ``[T, N]``, ``[B, T, N]`` or a list of ``[T_i, N]`` trials (as
+    :func:`load_observations` returns). A channel is constant when it takes one value
+    over every time step of every trial (missing values, NaN, aside), e.g. a unit that
+    never fires: an LDS would give it zero noise variance, which no fit can handle.
+    """
+    trials = list(y) if isinstance(y, list) else [np.asarray(y)]
+    rows = np.concatenate([np.asarray(t).reshape(-1, np.shape(t)[-1]) for t in trials])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN channel: constant too
+        kept = np.flatnonzero(np.nanmax(rows, axis=0) - np.nanmin(rows, axis=0) > 0)
+    if kept.size == 0:
+        raise ValidationError(f"all {rows.shape[1]} channels are constant (the same value at every time step); "
+                              "there is nothing to fit")
+    if kept.size == rows.shape[1]:
+        return y, kept
+    if isinstance(y, list):
+        return [np.asarray(t)[..., kept] for t in y], kept
+    return np.asarray(y)[..., kept], kept

@@ -71,6 +71,10 @@ class LibraryWarning(UserWarning):
     """Base class of the library's warnings."""
 
 
+class SilentUnitsWarning(LibraryWarning):
+    """Recorded units that never fire: constant channels, which an LDS cannot model."""
+
+
 class LikelihoodDecreaseWarning(LibraryWarning):
     """EM lowered the log-likelihood by more than round-off."""
 

@@ -74,6 +74,14 @@ def subspace_identification(y, num_states: int | None = None, max_lag: int | Non
 
 def _identify(trials, num_states, max_lag, threshold, where) -> dict:
     """SSI of one session's trials: a dict of A, Q, C, d, R, m0, V0."""
+    try:
+        return _identify_session(trials, num_states, max_lag, threshold, where)
+    except torch.linalg.LinAlgError as exc:
+        raise ValidationError(f"subspace identification of {where} failed numerically ({exc}); check the data for "
+                              "channels that never change, copies of one channel, or values of extreme scale") from exc
+
+
+def _identify_session(trials, num_states, max_lag, threshold, where) -> dict:
     N = trials[0].shape[1]
     K = None if num_states is None else int(num_states)
     lag = int(max_lag) if max_lag is not None else (20 if K is None else max(2, math.ceil(2 * K / N)))
@@ -104,6 +112,10 @@ def _identify(trials, num_states, max_lag, threshold, where) -> dict:
         )
     past_gram = sum(p @ p.T for p in pasts)
     cross_gram = sum(f @ p.T for f, p in zip(futures, pasts))
+    if not bool(torch.isfinite(past_gram).all() and torch.isfinite(cross_gram).all()):
+        peak = max(float(t.abs().nan_to_num(0).max()) for t in trials)
+        raise ValidationError(f"{where} has values up to {peak:.3g}: their sums of squares overflow "
+                              f"{str(past_gram.dtype).replace('torch.', '')}; rescale the data")
     projector = cross_gram @ torch.linalg.pinv(past_gram, hermitian=True)  # O = projector @ P
     eigvals, eigvecs = torch.linalg.eigh(symmetrize(projector @ cross_gram.T))  # O Oᵀ
     singular = eigvals.flip(0).clamp(min=0).sqrt()

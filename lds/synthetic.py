@@ -80,6 +80,26 @@ class LorenzSpikes:
     def num_sessions(self) -> int:
         return len(self.counts)
 
+    def spike_times(self, session=0, trials=None, seed: int = 0) -> list[np.ndarray]:
+        """Spike times (seconds) of each neuron of one session, its trials back to back as one recording.
+
+        ``session``: index or name; ``trials``: index, slice or indices of the trials to
+        use (default all). Trial ``k`` of those spans ``[k, k + 1) * bins * bin_width``;
+        each spike lies at a random point of the middle 90 % of its bin, so binning the
+        times with ``bin_width`` (edges from 0) gives the counts back.
+        """
+        if session not in range(self.num_sessions) and session not in self.session_names:
+            raise ValidationError(f"no session {session!r}; the sessions are {self.session_names}")
+        index = self.session_names.index(session) if isinstance(session, str) else session
+        counts = self.counts[index] if trials is None else self.counts[index][trials]
+        stream = counts.reshape(-1, counts.shape[-1])  # [trials * bins, neurons]
+        rng = np.random.default_rng(seed)
+        times = []
+        for unit in range(stream.shape[1]):
+            bins = np.repeat(np.arange(len(stream)), stream[:, unit])
+            times.append(np.sort((bins + rng.uniform(0.05, 0.95, size=bins.size)) * self.bin_width))
+        return times
+
     def __repr__(self) -> str:
         parts = ", ".join(f"{n}: {c.shape[0]} trials x {c.shape[1]} bins x {c.shape[2]} neurons"
                           for n, c in zip(self.session_names, self.counts))

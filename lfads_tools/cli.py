@@ -2,18 +2,21 @@
 
 Every command exits 0 on success and, on bad input, prints one line
 ``lfads-tools COMMAND: error: ...`` to stderr and exits 2 (argparse's own usage errors
-exit 2 as well).
+exit 2 as well). Warnings are one line ``lfads-tools COMMAND: warning: ...``. Output
+paths are checked before any work starts.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import warnings
 from pathlib import Path
 
-from lds.errors import LfadsToolsError
+from lds.errors import LfadsToolsError, MissingFileError, OverwriteError, ValidationError
 
-from .inspection import FORMATS
+from .inspection import BONSAI_FILE_NAMES, FORMATS
 
 
 def _add(sub, name: str, summary: str, examples: str):
@@ -48,9 +51,10 @@ def _build_parser() -> argparse.ArgumentParser:
              "  lfads-tools runs ~/lfads/runs exampleRun --params param_YOs74u,param_Pnbu1L --format json")
     p.add_argument("root", type=Path, help="root folder of the run collections")
     p.add_argument("name", help="name of the run collection (a subfolder of ROOT)")
-    p.add_argument("--spec", default=None, help="run spec names or 0-based indices, comma-separated (default: all)")
+    p.add_argument("--spec", default=None,
+                   help="run spec names or 0-based indices, comma-separated (default: every run spec)")
     p.add_argument("--params", default=None,
-                   help="param_XXXXXX hashes or 0-based indices, comma-separated (default: all)")
+                   help="param_XXXXXX hashes or 0-based indices, comma-separated (default: every parameter set)")
     p.add_argument("--format", choices=FORMATS, default="text", help="output format (default text)")
     p.set_defaults(handler=_run_runs)
 
@@ -59,14 +63,20 @@ def _build_parser() -> argparse.ArgumentParser:
              "  lfads-tools fit-lds recording.nwb --states 8 --bin-width 0.02 --trials --out lds8.h5 "
              "--bonsai lds8_bonsai\n"
              "  lfads-tools fit-lds y.npy --states 4 --max-iter 50 --out lds4.h5")
-    p.add_argument("data", type=Path, help=".npy ([T, N] or [B, T, N]), .npz or .nwb observations")
+    p.add_argument("data", type=Path, help=".npy ([T, N] or [B, T, N]), .npz or .nwb observations; channels that "
+                                           "never change (units that never fire) are left out, and the kept ones "
+                                           "saved as metadata kept_channels")
     p.add_argument("--states", type=int, required=True, help="number of latent states K")
     p.add_argument("--out", type=Path, required=True, help="native parameter file to write")
     p.add_argument("--bonsai", type=Path, default=None, help="also write a Bonsai.ML.Lds.Torch parameter folder")
     p.add_argument("--max-iter", type=int, default=100, help="EM iterations at most (default 100)")
-    p.add_argument("--tol", type=float, default=1e-4, help="stop when the log-likelihood gains less (default 1e-4)")
+    p.add_argument("--tol", type=float, default=1e-4,
+                   help="stop when the relative log-likelihood change, (LL_i - LL_i-1) / |LL_i-1|, "
+                        "falls below TOL (default 1e-4)")
     p.add_argument("--key", default=None, help=".npz: name of the array to use")
-    p.add_argument("--bin-width", type=float, default=0.02, help=".nwb: bin width in seconds (default 0.02)")
+    p.add_argument("--bin-width", type=float, default=0.02,
+                   help=".nwb: bin width in seconds (default 0.02; one whose bins would need more than 2 GiB "
+                        "is refused)")
     p.add_argument("--transform", choices=("sqrt", "counts"), default="sqrt",
                    help=".nwb: sqrt(count + 0.5) (default) or raw counts")
     p.add_argument("--trials", action="store_true", help="fit the trials of the file's trials table separately")
@@ -92,6 +102,24 @@ def _build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _check_output(path: Path, flag: str, overwrite: bool) -> None:
+    """Fail before any work when the file ``flag PATH`` cannot be written."""
+    if path.is_dir():
+        raise ValidationError(f"{flag} {path} is a folder; give the name of the file to write")
+    if path.exists() and not overwrite:
+        raise OverwriteError(f"{flag} {path} already exists; pass --overwrite to replace it")
+    if not path.parent.is_dir():
+        raise MissingFileError(f"{flag} {path}: folder {path.parent} does not exist")
+
+
+def _check_bonsai_output(path: Path, overwrite: bool) -> None:
+    """Fail before any work when ``--bonsai PATH`` cannot become a Bonsai parameter folder."""
+    if path.exists() and not path.is_dir():
+        raise ValidationError(f"--bonsai {path} is a file; give a folder (new, or one to add the parameter files to)")
+    if not overwrite and any((path / name).exists() for name in BONSAI_FILE_NAMES):
+        raise OverwriteError(f"--bonsai {path} already holds Bonsai parameter files; pass --overwrite to replace them")
+
+
 def _run_inspect(args) -> int:
     from .inspection import format_params, open_path
 
@@ -109,13 +137,15 @@ def _search(text):
 
 def _run_runs(args) -> int:
     import json
-    import os
 
     from tabulate import tabulate
 
     from .run_collection import RunCollection
 
     collection = RunCollection.from_disk(args.root, args.name, progress=sys.stderr.isatty())
+    if collection.n_runs == 0:
+        raise MissingFileError(f"{collection.path} is not a run collection: it holds no param_XXXXXX/<run spec> "
+                               "folders")
     specs = set(collection.find_run_specs(_search(args.spec)))
     params = set(collection.find_params(_search(args.params)))
     rows = [r for r in collection.runs_rows() if r["spec"] in specs and r["param"] in params]
@@ -134,18 +164,28 @@ def _run_runs(args) -> int:
 
 def _run_fit_lds(args) -> int:
     import lds
-    from lds.data import load_observations
-    from lds.fileio import check_writable
+    from lds.data import drop_constant_channels, load_observations
 
-    check_writable(args.out, args.overwrite)  # fail before a long fit, not after
+    _check_output(args.out, "--out", args.overwrite)  # fail before a long fit, not after
+    if args.bonsai is not None:
+        if args.bonsai.resolve() == args.out.resolve():
+            raise ValidationError(f"--out and --bonsai are both {args.out}; the Bonsai folder needs its own path")
+        _check_bonsai_output(args.bonsai, args.overwrite)
     y = load_observations(args.data, key=args.key, bin_width=args.bin_width, transform=args.transform,
                           split_trials=args.trials)
+    num_channels = (y[0] if isinstance(y, list) else y).shape[-1]
+    y, kept = drop_constant_channels(y)
+    if len(kept) < num_channels:
+        constant = sorted(set(range(num_channels)) - set(kept.tolist()))
+        print(f"note: leaving out {len(constant)} of {num_channels} channels that never change (0-based columns "
+              f"{constant}): an LDS cannot model them; the model reads the other {len(kept)}")
     shape = f"{len(y)} trials" if isinstance(y, list) else "x".join(map(str, y.shape))
     print(f"fitting a {args.states}-state LDS to {args.data} ({shape}) by EM, at most {args.max_iter} iterations")
     result = lds.fit_em(y, num_states=args.states, max_iter=args.max_iter, tol=args.tol, progress=not args.quiet)
     lls = [float(v) for v in result.log_likelihoods]
     metadata = {"source": str(args.data), "num_states": args.states, "log_likelihoods": lls,
-                "converged": bool(result.converged), "num_iterations": int(result.num_iterations)}
+                "converged": bool(result.converged), "num_iterations": int(result.num_iterations),
+                "kept_channels": kept.tolist()}
     out = result.params.save(args.out, metadata=metadata, overwrite=args.overwrite)
     print(result.params)
     print(result.params.summary())
@@ -158,15 +198,13 @@ def _run_fit_lds(args) -> int:
 
 
 def _run_report(args) -> int:
-    from lds.fileio import check_writable
-
     from .inspection import open_path
     from .report import write_report
 
-    check_writable(args.out, args.overwrite)
+    _check_output(args.out, "--out", args.overwrite)
     opened = open_path(args.path)
     title = args.title or f"{args.path.name}: {type(opened.params).__name__}"
-    out = write_report(opened.params, args.out, title=title, source=f"{opened.source} ({opened.kind})",
+    out = write_report(opened.params, args.out, title=title, source=f"{opened.source}: {opened.kind}",
                        curves=opened.curves, overwrite=args.overwrite)
     print(f"wrote {out}")
     return 0
@@ -182,8 +220,20 @@ def _run_demo(args) -> int:
 def main(argv=None) -> int:
     parser = _build_parser()
     args = parser.parse_args(argv)
+
+    def one_line_warning(message, category, filename, lineno, file=None, line=None):
+        print(f"lfads-tools {args.command}: warning: {' '.join(str(message).split())}", file=sys.stderr)
+
     try:
-        return args.handler(args)
+        with warnings.catch_warnings():
+            warnings.showwarning = one_line_warning
+            code = args.handler(args)
+        sys.stdout.flush()  # a closed pipe shows here, not at exit
+        return code
+    except BrokenPipeError:  # the reader went away (lfads-tools runs ... | head): stop quietly
+        # as Python's docs advise (signal module, "Note on SIGPIPE"): no second error when Python flushes at exit
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     except (LfadsToolsError, OSError) as exc:
         message = " ".join(str(exc).split())
         print(f"lfads-tools {args.command}: error: {message}", file=sys.stderr)

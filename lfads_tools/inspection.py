@@ -1,7 +1,7 @@
 """Open whatever parameter file or folder a user points at (``lfads-tools inspect`` and ``report``).
 
-Supported: native parameter files (any class), TF LFADS ``model_params`` HDF5 files,
-lfads-torch ``.ckpt`` checkpoints, Bonsai.ML.Lds.Torch parameter folders, and run
+Supported: native parameter files (any class), TF LFADS ``model_params`` HDF5 files
+(with the ``fitlog.csv`` beside them), lfads-torch ``.ckpt`` checkpoints, Bonsai.ML.Lds.Torch parameter folders, and run
 folders (``<run>/lfadsOutput/model_params`` with its ``fitlog.csv``, else the LDS fit
 ``<run>/lds/kalman_params.h5`` with its ``em_history.json``).
 """
@@ -79,6 +79,15 @@ def _open_native(path: Path) -> Opened:
     return Opened(params, f"native parameter file ({info.class_name})", path, _em_curve(user), user)
 
 
+def _open_lfads(path: Path, kind: str, source: Path) -> Opened:
+    """An LFADS parameter file, with the curves of the ``fitlog.csv`` beside it (TF LFADS's output folder)."""
+    from lfads_tools import ModelTrainedParams  # issue 4's public name
+
+    fit_log = path.parent / "fitlog.csv"
+    curves = _fit_log_curves(fit_log) if fit_log.is_file() else []
+    return Opened(ModelTrainedParams.load(path), kind, source, curves)
+
+
 def _open_folder(path: Path) -> Opened:
     if any((path / name).is_file() for name in BONSAI_FILE_NAMES):
         from lds import KalmanParams
@@ -86,11 +95,7 @@ def _open_folder(path: Path) -> Opened:
         return Opened(KalmanParams.load_bonsai(path), "Bonsai.ML.Lds.Torch parameter folder", path)
     for model_params in (path / "lfadsOutput" / "model_params", path / "model_params"):
         if model_params.is_file():
-            from lfads_tools import ModelTrainedParams  # issue 4's public name
-
-            fit_log = model_params.parent / "fitlog.csv"
-            curves = _fit_log_curves(fit_log) if fit_log.is_file() else []
-            return Opened(ModelTrainedParams.load(model_params), "LFADS run folder", path, curves)
+            return _open_lfads(model_params, "LFADS run folder", path)
     if (path / "lds" / "kalman_params.h5").is_file():
         return _open_native(path / "lds" / "kalman_params.h5")
     raise FileFormatError(
@@ -110,10 +115,11 @@ def open_path(path) -> Opened:
         return _open_folder(path)
     if native.is_native_file(path):
         return _open_native(path)
-    from lfads_tools import ModelTrainedParams  # issue 4's public name
+    if path.suffix == ".ckpt":
+        from lfads_tools import ModelTrainedParams  # issue 4's public name
 
-    kind = "lfads-torch checkpoint" if path.suffix == ".ckpt" else "TF LFADS model_params file"
-    return Opened(ModelTrainedParams.load(path), kind, path)
+        return Opened(ModelTrainedParams.load(path), "lfads-torch checkpoint", path)
+    return _open_lfads(path, "TF LFADS model_params file", path)
 
 
 def format_params(opened: Opened, fmt: str = "text", verbose: bool = False) -> str:

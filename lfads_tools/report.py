@@ -32,6 +32,7 @@ __all__ = ["Curve", "build_report", "write_report", "DYNAMICS_FIELDS", "READOUT_
 # The matrix whose eigenvalues describe the dynamics, and the readouts, by field name.
 DYNAMICS_FIELDS = ("transition_matrix", "gen_gengru_rh_to_c_W")
 READOUT_FIELDS = ("measurement_function", "factors_to_logrates_W")
+_READOUT_AXES = {"measurement_function": ("neuron", "state"), "factors_to_logrates_W": ("factor", "neuron")}
 _MAX_EIGENVALUE_ROWS = 12
 
 
@@ -77,8 +78,8 @@ def _matrices(value, name: str) -> list[tuple[str, np.ndarray]]:
     return out
 
 
-def heatmap_figure(panels: list[tuple[str, np.ndarray]], columns: int = 4) -> str:
-    """Grid of heatmaps (diverging colours centred on 0), as base64 PNG."""
+def heatmap_figure(panels: list[tuple[str, np.ndarray]], columns: int = 4, axes: tuple[str, str] = ("", "")) -> str:
+    """Grid of heatmaps (diverging colours centred on 0), as base64 PNG; ``axes``: row and column labels."""
     from matplotlib.ticker import MaxNLocator
 
     columns = min(columns, len(panels))
@@ -90,6 +91,8 @@ def heatmap_figure(panels: list[tuple[str, np.ndarray]], columns: int = 4) -> st
         limit = float(np.max(np.abs(array))) or 1.0
         image = ax.imshow(array, cmap="RdBu_r", vmin=-limit, vmax=limit, aspect="auto", interpolation="nearest")
         ax.set_title(f"{label}\n{array.shape[0]}x{array.shape[1]}", fontsize=8)
+        ax.set_ylabel(axes[0], fontsize=7)
+        ax.set_xlabel(axes[1], fontsize=7)
         ax.tick_params(labelsize=7)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.yaxis.set_major_locator(MaxNLocator(integer=True))
@@ -141,8 +144,8 @@ body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; 
 h1 { font-size: 1.5em; } h2 { border-bottom: 1px solid #ccc; padding-bottom: .2em; margin-top: 1.6em; }
 pre { background: #f6f8fa; padding: .8em; overflow-x: auto; font-size: .85em; }
 table { border-collapse: collapse; font-size: .85em; margin: .5em 0; }
-th, td { border: 1px solid #ddd; padding: .2em .6em; text-align: right; }
-th { background: #f0f0f0; } td:first-child, th:first-child { text-align: left; }
+th, td { border: 1px solid #ddd; padding: .2em .6em; text-align: left; }
+th { background: #f0f0f0; }
 img { max-width: 100%; display: block; margin: .5em 0; }
 .meta { color: #666; font-size: .9em; } nav a { margin-right: 1em; }
 """
@@ -152,8 +155,8 @@ def _img(png: str, alt: str) -> str:
     return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{png}">'
 
 
-def _table(headers: list[str], rows: list[list]) -> str:
-    return tabulate(rows, headers=headers, tablefmt="html", floatfmt=".4g")
+def _table(headers: list[str], rows: list[list], colalign=None) -> str:
+    return tabulate(rows, headers=headers, tablefmt="html", floatfmt=".4g", colalign=colalign)
 
 
 def _find(params, names) -> tuple[str, object] | tuple[None, None]:
@@ -180,7 +183,7 @@ def _eigen_section(params) -> str | None:
             "Eigenvalues inside the unit circle mean the latent dynamics decay (stable).")
     return (f"<p>Spectral radius <strong>{np.max(np.abs(eig)):.4g}</strong> ({matrix.shape[0]} eigenvalues). "
             f"{html.escape(note)}</p>" + _img(eigenvalue_figure(matrix, name), f"eigenvalues of {name}")
-            + _table(["real", "imag", "|λ|", "angle (deg)"], rows))
+            + _table(["real", "imag", "|λ|", "angle (deg)"], rows, colalign=("right",) * 4))
 
 
 def _readout_section(params) -> str | None:
@@ -188,7 +191,8 @@ def _readout_section(params) -> str | None:
     panels = _matrices(value, name) if name else []
     if not panels:
         return None
-    return _img(heatmap_figure(panels, columns=min(4, len(panels))), f"readout matrices {name}")
+    return _img(heatmap_figure(panels, columns=min(4, len(panels)), axes=_READOUT_AXES[name]),
+                f"readout matrices {name}")
 
 
 def _heatmap_sections(params: ParamsContainer) -> str:

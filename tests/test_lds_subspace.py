@@ -77,3 +77,17 @@ def test_bad_input():
         lds.subspace_identification(y[:, 0], 1)
     with pytest.raises(ValidationError, match="threshold"):
         lds.subspace_identification(y, threshold=1.5)
+
+
+def test_numerical_failures_are_library_errors(monkeypatch):
+    y = lds.sample_lds(known_system(N=3), 100, seed=0).observations.numpy()
+    with pytest.raises(ValidationError, match=r"values up to 3e\+200: their sums of squares overflow float64"):
+        lds.fit_em(y / np.abs(y).max() * 3e200, num_states=2, progress=False)
+    assert lds.subspace_identification(y * 1e150, 2).num_states == 2  # large but finite squares are fine
+
+    def failing_pinv(*args, **kwargs):
+        raise torch.linalg.LinAlgError("linalg.eigh: The algorithm failed to converge")
+
+    monkeypatch.setattr(torch.linalg, "pinv", failing_pinv)
+    with pytest.raises(ValidationError, match=r"subspace identification of y failed numerically \(linalg.eigh"):
+        lds.subspace_identification(y, 2)

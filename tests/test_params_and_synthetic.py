@@ -149,3 +149,16 @@ def test_empty_arrays_are_refused_clearly():
         KalmanParams(num_states=2, num_observations=2, initial_mean=np.zeros(0))
     with pytest.raises(ShapeError, match=r"measurement_noise_covariance should have shape \(2, 2\) .* \(0, 0\)"):
         KalmanParams(num_states=2, num_observations=2, measurement_noise_covariance=np.zeros((0, 0)))
+
+
+def test_lorenz_spike_times_bin_back_to_the_counts():
+    data = lds.lorenz_spikes((6, 9), trials_per_session=5, num_steps=20, bin_width=0.02, seed=1)
+    times = data.spike_times("session_1", trials=slice(1, 4))
+    assert len(times) == 9 and all(np.all(np.diff(t) >= 0) for t in times)
+    stream = data.counts[1][1:4].reshape(-1, 9)  # trials 1-3 back to back: 60 bins
+    counts, _ = lds.data.bin_spike_times(times, 0.02, t_max=60 * 0.02 - 1e-9)
+    np.testing.assert_array_equal(counts, stream)
+    np.testing.assert_array_equal(lds.data.bin_spike_times(data.spike_times(0), 0.02, t_max=2 - 1e-9)[0],
+                                  data.counts[0].reshape(-1, 6))
+    with pytest.raises(ValidationError, match=r"no session 'x'; the sessions are \['session_0', 'session_1'\]"):
+        data.spike_times("x")

@@ -1,10 +1,12 @@
 """Open a run collection, find a run, load its trained LFADS weights and plot them.
 
-With --synthetic it first builds a small collection with synthetic sessions and
-tiny random "trained" LFADS models (as `lfads-tools demo` does); otherwise it reads an
-existing collection written by lfads-run-manager (MATLAB) or lfads_tools.
+With --synthetic it first builds (once) a small collection "demo" under ROOT with
+synthetic sessions and tiny random stand-ins for trained LFADS models (as `lfads-tools
+demo` does); otherwise it reads an existing collection written by lfads-run-manager
+(MATLAB) or lfads_tools. The defaults open what --synthetic builds.
 
     python inspect_lfads_run.py --synthetic
+    python inspect_lfads_run.py            # the same collection, once built
     python inspect_lfads_run.py --root ~/lfads/runs --name exampleRun --spec all --params 0
 
 MATLAB equivalent:  rc = LFADS.RunCollection(root, name, dc); run = rc.findRuns('all', 1);
@@ -19,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lds.errors import LfadsToolsError
+from lds.errors import LfadsToolsError, ValidationError, require
 from lds.fileio import atomic_path
 from lfads_tools import RunCollection
 
@@ -30,10 +32,12 @@ def open_collection(args) -> RunCollection:
     if args.synthetic:
         from lfads_tools.demo import build_demo_collection
 
-        if not (args.root / "runs" / "demo").is_dir():
-            print(f"building a synthetic run collection in {args.root} ...")
-            build_demo_collection(args.root)
-        return RunCollection.from_disk(args.root / "runs", "demo")
+        if args.root.name != "runs" or args.name != "demo":
+            raise ValidationError(f"--synthetic builds the collection demo in a folder named runs (it puts the "
+                                  f"datasets beside it); got --root {args.root} --name {args.name}")
+        if not (args.root / "demo").is_dir():
+            print(f"building a synthetic run collection in {args.root / 'demo'} ...")
+            build_demo_collection(args.root.parent)
     return RunCollection.from_disk(args.root, args.name)
 
 
@@ -49,22 +53,25 @@ def heatmap(ax, matrix, title) -> None:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--synthetic", action="store_true", help="build (or reuse) a synthetic collection in ROOT")
-    parser.add_argument("--root", type=Path, default=HERE / "lfads_runs", help="root folder of the collections")
+    parser.add_argument("--synthetic", action="store_true",
+                        help="first build the synthetic collection demo in ROOT, unless it is there already")
+    parser.add_argument("--root", type=Path, default=HERE / "lfads_runs" / "runs",
+                        help="root folder of the collections (default: lfads_runs/runs beside this script; "
+                             "a folder you give is relative to the current folder)")
     parser.add_argument("--name", default="demo", help="run collection name (default demo)")
     parser.add_argument("--spec", default="all", help="run spec name (default all)")
     parser.add_argument("--params", type=int, default=0, help="0-based parameter set index (default 0)")
     parser.add_argument("--no-show", action="store_true", help="write a PNG instead of opening windows")
-    parser.add_argument("--png", type=Path, default=HERE / "models" / "lfads_weights.png", help="PNG to write")
+    parser.add_argument("--png", type=Path, default=HERE / "models" / "lfads_weights.png",
+                        help="PNG to write with --no-show (default: models/lfads_weights.png beside this script)")
     args = parser.parse_args(argv)
 
-    import matplotlib
-
-    if args.no_show:
-        matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     try:
+        matplotlib = require("matplotlib", "plot")
+        if args.no_show:
+            matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
         collection = open_collection(args)
         print(collection)
         print(collection.runs_table())

@@ -4,6 +4,8 @@ This is a separate process from the training, as in Bonsai's LoadModelParameters
 it loads the saved parameters (native file, or a Bonsai folder with --bonsai), feeds
 DATA_DIR/test.npz to lds.OnlineKalmanFilter sample by sample, orthogonalizes the latents
 and shows them live with +-1 SD bands. --no-show draws the whole stream into a PNG instead.
+A native file from train_model.py records the unit ids the model reads; the same units
+of the test recording are filtered.
 
     python online_filtering.py                      # live matplotlib window
     python online_filtering.py --no-show            # writes models/online_latents.png
@@ -20,16 +22,18 @@ from pathlib import Path
 import numpy as np
 
 import lds
-from lds.errors import LfadsToolsError, ShapeError
+from lds.errors import LfadsToolsError, ShapeError, require
 from lds.fileio import atomic_path
 
 HERE = Path(__file__).resolve().parent
 
 
-def load_params(args) -> lds.KalmanParams:
+def load_model(args) -> tuple[lds.KalmanParams, list | None]:
+    """The saved parameters and the unit ids they read (None when the file records none, as a Bonsai folder)."""
     if args.bonsai is not None:
-        return lds.KalmanParams.load_bonsai(args.bonsai)
-    return lds.KalmanParams.load(args.model)
+        return lds.KalmanParams.load_bonsai(args.bonsai), None
+    params = lds.KalmanParams.load(args.model)
+    return params, (lds.native.read_info(args.model).metadata.get("user") or {}).get("unit_ids")
 
 
 def draw(axes, times, means, sds, start: int = 0) -> None:
@@ -46,9 +50,11 @@ def draw(axes, times, means, sds, start: int = 0) -> None:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data-dir", type=Path, default=HERE / "data", help="folder of test.npz (default ./data)")
+    parser.add_argument("--data-dir", type=Path, default=HERE / "data",
+                        help="folder of test.npz (default: data/ beside this script; a folder you give is "
+                             "relative to the current folder)")
     parser.add_argument("--model", type=Path, default=HERE / "models" / "neural_latents.h5",
-                        help="native parameter file (default ./models/neural_latents.h5)")
+                        help="native parameter file (default: models/neural_latents.h5 beside this script)")
     parser.add_argument("--bonsai", type=Path, default=None, help="load a Bonsai parameter folder instead")
     parser.add_argument("--latents", type=int, default=4, help="latents to show, largest first (default 4)")
     parser.add_argument("--steps", type=int, default=None, help="filter only the first STEPS samples")
@@ -56,21 +62,26 @@ def main(argv=None) -> int:
     parser.add_argument("--speed", type=float, default=1.0,
                         help="live view: 1 = real time, 2 = twice as fast, 0 = as fast as possible")
     parser.add_argument("--no-show", action="store_true", help="no window; write a PNG of the whole stream")
-    parser.add_argument("--png", type=Path, default=HERE / "models" / "online_latents.png", help="PNG to write")
+    parser.add_argument("--png", type=Path, default=HERE / "models" / "online_latents.png",
+                        help="PNG to write (default: models/online_latents.png beside this script)")
     args = parser.parse_args(argv)
-
-    import matplotlib
-
-    if args.no_show:
-        matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    if min(args.latents, 1 if args.steps is None else args.steps) < 1 or args.window <= 0 or args.speed < 0:
+        parser.error("--latents and --steps must be positive, --window > 0 and --speed >= 0")
 
     try:
-        params = load_params(args)
+        matplotlib = require("matplotlib", "plot")
+        if args.no_show:
+            matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        params, unit_ids = load_model(args)
         test = lds.data.load_binned(args.data_dir / "test.npz")
+        if unit_ids is not None:
+            test = test.select_units(unit_ids)
         if test.num_units != params.num_observations:
+            hint = "; a Bonsai folder does not record which ones: use the native file (--model)" if args.bonsai else ""
             raise ShapeError(f"the model reads {params.num_observations} units but {test.source} has "
-                             f"{test.num_units}; train and filter on recordings of the same units")
+                             f"{test.num_units}; train and filter on recordings of the same units{hint}")
     except LfadsToolsError as exc:
         print(f"online_filtering.py: error: {exc}", file=sys.stderr)
         return 2
@@ -101,6 +112,7 @@ def main(argv=None) -> int:
                 time.sleep(max(0.0, times[t] / args.speed - (time.perf_counter() - started)))
             if not plt.fignum_exists(fig.number):
                 break
+    times, means, sds = times[: online.num_steps], means[: online.num_steps], sds[: online.num_steps]  # closed early?
     print(f"filtered {online.num_steps} samples; log-likelihood {float(online.log_likelihood):.6g}")
     print("latent  mean      sd(mean)  mean sd")
     for k in range(shown):
