@@ -29,17 +29,29 @@ Older versions are upgraded on load by the steps registered with
 
 What the checks cover
 ---------------------
-Accidental damage to a format-2 file (a flipped bit, a cut or appended byte) is always
-caught by the header before libhdf5 parses anything. Two kinds of file reach libhdf5's
-parser unchecked: format-1 files (no header: damage is found only by libhdf5 itself,
-and their arrays have no checksums), and crafted files, whose header was recomputed
-over edited HDF5 content. For those the reader accepts only what the writer produces
-(attributes that are single strings or integers, their types checked before their
-values are read; arrays contiguous, uncompressed and complete, checked before they are
-read), which avoids a libhdf5 2.0.0 crash on damaged attribute types and large
-allocations from small files. libhdf5 itself is not hardened against every crafted
-structure, though: a damaged global heap (where the strings live) can make it loop
-forever. Open parameter files from untrusted sources in a process you can stop.
+Accidental damage to a file with our header (formats 2 and 3: a flipped bit, a cut or
+appended byte) is always caught by the header before libhdf5 parses anything (unless
+loaded with ``verify=False``). Two kinds of file reach libhdf5's parser unchecked:
+format-1 files (no header: damage is found only by libhdf5 itself, and their arrays
+have no checksums), and crafted files, whose header was recomputed over edited HDF5
+content. For those the reader accepts only what the writer produces, checked before any
+value is read: attributes that are single integers or fixed-length strings, and arrays
+of numbers stored contiguous, uncompressed and complete. That avoids a libhdf5 2.0.0
+crash on damaged attribute types and large allocations from small files, and it keeps
+libhdf5 away from the global heap, on which libhdf5 2.0.0 loops forever if it is
+damaged: a format-3 file has none, and a variable-length value or a reference (what
+libhdf5 would look up there) is refused unread.
+
+Formats 1 and 2 kept their strings variable-length, in the global heap; they are read
+as such only without a header (format 1) or when the header says format 2 and its
+checksum verified (so not with ``verify=False``). Their heap is walked first the way
+libhdf5 walks it, and refused where libhdf5 would loop (an object of size 0, objects
+past the end of their collection, overlapping collections). That covers the one loop
+known in libhdf5 2.0.0's heap reader, not every way a crafted format-1 or -2 file might
+trip libhdf5; re-save such files to get format 3. libhdf5 is not hardened against every
+crafted structure elsewhere either (random damage behind a recomputed header gives
+library errors only in our fuzz tests, which is evidence, not proof): open parameter
+files from untrusted sources in a process you can stop.
 """
 
 from __future__ import annotations
@@ -292,7 +304,12 @@ def is_native_file(path) -> bool:
             return True
         if start[: len(_HDF5_SIGNATURE)] != _HDF5_SIGNATURE:
             return False
-        with h5py.File(path, "r") as f:
+        with h5py.File(path, "r") as f:  # other HDF5 files (e.g. TF LFADS) are not read whole
+            if "format" not in f.attrs:
+                return False
+        data = Path(path).read_bytes()  # format 1: its strings are variable-length
+        with h5py.File(h5py.h5f.open_file_image(data), "r") as f:
+            _check_global_heaps(data, f, path)
             return _format_name(f, path, legacy=True) == FORMAT_NAME
     except (OSError, ValueError, KeyError, TypeError, UnicodeDecodeError):
         return False
@@ -333,10 +350,12 @@ def _read_tree(data: bytes, path, legacy: bool) -> Node:
     """Read a whole file (its bytes, the header already checked) into memory.
 
     ``legacy``: the file may hold variable-length strings, as formats 1 and 2 did (see
-    :func:`_attribute`).
+    :func:`_attribute`); its global heap is checked first.
     """
     try:
         with h5py.File(h5py.h5f.open_file_image(data), "r") as f:
+            if legacy:
+                _check_global_heaps(data, f, path)
             if _format_name(f, path, legacy) != FORMAT_NAME:
                 raise FileFormatError(
                     f"{path} is an HDF5 file but not an lfads-tools parameter file (no format={FORMAT_NAME!r})"
@@ -415,6 +434,38 @@ def _attribute(obj, name: str, path, legacy: bool):
 
 def _format_name(f, path, legacy: bool) -> str | None:
     return _attribute(f, "format", path, legacy) if "format" in f.attrs else None
+
+
+def _check_global_heaps(image: bytes, f, path) -> None:
+    """Refuse a damaged global heap before libhdf5 reads one (formats 1 and 2 keep their strings there).
+
+    A heap collection is the signature ``GCOL``, version 1, 3 reserved bytes and its size
+    (8 bytes), then its objects: each a 16-byte header (index, reference count, reserved,
+    size) and its data padded to 8 bytes; the free-space object (index 0) counts its own
+    header. libhdf5 2.0.0 walks the objects by those sizes and loops forever on a
+    free-space object of size 0. It reads a collection only at an address where it finds
+    the signature, so each place that starts like one is walked here first: the objects must tile the
+    collection (every step forward, none past its end; bytes past the end of the file read
+    as zeros, as libhdf5 reads them), and collections must not overlap (valid ones never
+    do; it also keeps this check linear in the file size).
+    """
+    if f.id.get_create_plist().get_sizes()[1] != 8:
+        raise FileFormatError(f"{path}: the HDF5 file stores lengths in other than 8 bytes (h5py writes 8)")
+    checked_until = 0
+    at = image.find(b"GCOL\x01")
+    while at >= 0:
+        if at < checked_until:
+            raise FileFormatError(f"{path}: damaged global heap (a collection at byte {at} inside another)")
+        p, end = at + 16, at + int.from_bytes(image[at + 8:at + 16], "little")
+        while p + 16 <= end:
+            index, size = int.from_bytes(image[p:p + 2], "little"), int.from_bytes(image[p + 8:p + 16], "little")
+            step = size if index == 0 else 16 + -(-size // 8) * 8
+            if not 0 < step <= end - p:
+                raise FileFormatError(f"{path}: damaged global heap (the object at byte {p} has size {size}, "
+                                      f"in a collection from byte {at} to {end})")
+            p += step
+        checked_until = max(p, at + 16)
+        at = image.find(b"GCOL\x01", at + 1)
 
 
 # ---- migrations --------------------------------------------------------------------

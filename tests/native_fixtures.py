@@ -4,7 +4,7 @@
   and SHA-256 of the HDF5 part), as a program editing a file would.
 - :func:`downgrade_to_format_2` turns a file of the current format into the format-2
   layout, whose string attributes were variable-length (h5py's ``str``), so they live in
-  the HDF5 global heap.
+  the HDF5 global heap (``version=3`` makes a crafted file: that layout claiming format 3).
 - :func:`break_global_heap` damages a global heap the way that makes libhdf5 2.0.0 loop
   forever (a free-space object of size 0).
 - :func:`assert_fixed_length_only` checks that a file holds no variable-length type and
@@ -33,8 +33,8 @@ def reseal(path, version=None):
     path.write_bytes(seal(data[512:], version))
 
 
-def downgrade_to_format_2(path):
-    """Rewrite every string attribute variable-length and say format 2, header resealed."""
+def downgrade_to_format_2(path, version=2):
+    """Rewrite every string attribute variable-length and say format ``version``, header resealed."""
     with h5py.File(path, "r+") as f:
         for obj in [f] + _all_objects(f):
             for name in list(obj.attrs):
@@ -42,8 +42,8 @@ def downgrade_to_format_2(path):
                 if isinstance(value, bytes):
                     del obj.attrs[name]
                     obj.attrs[name] = value.decode("utf-8")  # h5py stores str variable-length
-        f.attrs["format_version"] = 2
-    reseal(path, version=2)
+        f.attrs["format_version"] = version
+    reseal(path, version)
     assert b"GCOL" in path.read_bytes()
 
 

@@ -1,9 +1,13 @@
 """Fuzzing the Bonsai and native readers: random or damaged bytes give library errors only."""
 
+import io
+import subprocess
+import sys
 import tempfile
 import warnings
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pytest
 import torch
@@ -13,7 +17,7 @@ from hypothesis import strategies as st
 import lds
 from lds.bonsai import encode_uleb128, tensor_from_bytes, tensor_to_bytes
 from lds.errors import FileFormatError, LfadsToolsError
-from native_fixtures import MAGIC, downgrade_to_format_2, seal
+from native_fixtures import MAGIC, break_global_heap, downgrade_to_format_2, seal
 
 FUZZ = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -173,6 +177,77 @@ def test_attribute_of_damaged_type_is_refused_before_reading(version, sealed):
             "fuzz.h5: cannot read the HDF5 content"  # format 3: the type message no longer fits
         with pytest.raises(FileFormatError, match=expected):
             _load_bytes(seal(body, version) if sealed else body)
+
+
+# Loads files in a child process that stops itself (with a traceback) if a load hangs.
+LOAD_EACH = """
+import faulthandler, sys
+import lds
+from lds.errors import FileFormatError
+faulthandler.dump_traceback_later(10, exit=True)
+for path in sys.argv[1:]:
+    print(path.rpartition("/")[2], "native" if lds.native.is_native_file(path) else "not native", end=": ")
+    try:
+        lds.load_params(path)
+        print("loaded")
+    except FileFormatError as exc:
+        print(exc)
+"""
+
+
+def test_damaged_global_heap_cannot_hang_the_reader(tmp_path):
+    """libhdf5 2.0.0 loops forever on a global heap with a free-space object of size 0.
+
+    Format 3 has no global heap and refuses variable-length strings before reading them;
+    formats 1 and 2 (which kept their strings there) get their heap checked first.
+    """
+    params = lds.random_stable_lds(2, [3, 4], offsets=True, seed=0)
+    for version in (2, 3):
+        params.save(tmp_path / f"v{version}.h5")
+        downgrade_to_format_2(tmp_path / f"v{version}.h5", version)
+        broken = break_global_heap((tmp_path / f"v{version}.h5").read_bytes()[512:])
+        (tmp_path / f"claims_{version}.h5").write_bytes(seal(broken, version))
+    (tmp_path / "no_header.h5").write_bytes(broken)  # the header-less path of format-1 files
+    names = ["claims_3.h5", "claims_2.h5", "no_header.h5"]
+    child = subprocess.run([sys.executable, "-c", LOAD_EACH, *(str(tmp_path / n) for n in names)],
+                           cwd=Path(lds.__file__).parents[1], capture_output=True, text=True, timeout=120)
+    assert child.returncode == 0, child.stdout + child.stderr
+    lines = child.stdout.splitlines()
+    assert len(lines) == 3, child.stdout
+    assert lines[0].startswith("claims_3.h5 native: ") and \
+        "claims_3.h5: attribute 'format' of / is a variable-length string" in lines[0]
+    assert lines[1].startswith("claims_2.h5 native: ") and "claims_2.h5: damaged global heap" in lines[1]
+    assert lines[2].startswith("no_header.h5 not native: ") and "no_header.h5: damaged global heap" in lines[2]
+
+
+def test_global_heap_check(tmp_path):
+    """What the check of formats 1 and 2 refuses: it mirrors libhdf5's walk, without calling it."""
+    image = _native_file()["format_2"]
+    broken = break_global_heap(image)
+    at = image.find(b"GCOL")
+    zero_object = at + int.from_bytes(image[at + 8:at + 16], "little") - 16  # where break_global_heap puts it
+    cases = {
+        "valid": (image, None),
+        "broken": (broken, "damaged global heap .the object at byte \\d+ has size 0"),
+        # the zero-size object past the end of the file: libhdf5 reads zeros there too
+        "cut": (broken[:zero_object - 100], "damaged global heap .the object at byte \\d+ has size 0"),
+        "nested": (image[:zero_object] + b"GCOL\x01" + image[zero_object + 5:],
+                   "damaged global heap .a collection at byte \\d+ inside another"),
+    }
+    with h5py.File(io.BytesIO(image[512:]), "r") as f:
+        for name, (content, refused) in cases.items():
+            if refused is None:
+                lds.native._check_global_heaps(content, f, name)
+            else:
+                with pytest.raises(FileFormatError, match=f"^{name}: {refused}"):
+                    lds.native._check_global_heaps(content, f, name)
+    path = tmp_path / "lengths.h5"  # 4-byte lengths: the check walks heaps of 8-byte lengths only
+    create = h5py.h5p.create(h5py.h5p.FILE_CREATE)
+    create.set_sizes(8, 4)
+    with h5py.File(h5py.h5f.create(str(path).encode(), fcpl=create), "r+") as f:
+        f.attrs.update(format="lfads-tools-params", format_version=1)
+    with pytest.raises(FileFormatError, match="lengths.h5: the HDF5 file stores lengths in other than 8 bytes"):
+        lds.load_params(path)
 
 
 def test_damage_inside_arrays_is_reported_as_checksum_error():
