@@ -4,7 +4,7 @@ Works for every :class:`~lds.containers.ParamsContainer` subclass (``KalmanParam
 ``ModelTrainedParams``, ...). Nothing here uses pickle: arrays are HDF5 datasets and
 the configuration and metadata are JSON text.
 
-Layout of format version 2 (the current one)
+Layout of format version 3 (the current one)
 --------------------------------------------
 - Bytes 0-511 are the HDF5 user block and hold our header: the magic
   ``b"\\x89LFADS-TOOLS\\r\\n\\x1a\\n"``, the format version (uint32, little-endian), the
@@ -19,23 +19,39 @@ Layout of format version 2 (the current one)
   after the field holding one dataset per session name; the group's ``names``
   attribute (JSON list) keeps the session order. Each dataset has a ``sha256``
   attribute (see :func:`array_sha256`), verified on load.
+- Every string attribute is a fixed-length UTF-8 string (h5py reads it as ``bytes``),
+  stored inline in its attribute message; nothing in the file is variable-length, so
+  the file has no HDF5 global heap.
 
 Older versions are upgraded on load by the steps registered with
-:func:`register_migration`.
+:func:`register_migration`. Format 2 was format 3 with variable-length strings (h5py's
+``str``, kept in the global heap); format 1 is described at :func:`_migrate_1_to_2`.
 
 What the checks cover
 ---------------------
-Accidental damage to a format-2 file (a flipped bit, a cut or appended byte) is always
-caught by the header before libhdf5 parses anything. Two kinds of file reach libhdf5's
-parser unchecked: format-1 files (no header: damage is found only by libhdf5 itself,
-and their arrays have no checksums), and crafted files, whose header was recomputed
-over edited HDF5 content. For those the reader accepts only what the writer produces
-(attributes that are single strings or integers, their types checked before their
-values are read; arrays contiguous, uncompressed and complete, checked before they are
-read), which avoids a libhdf5 2.0.0 crash on damaged attribute types and large
-allocations from small files. libhdf5 itself is not hardened against every crafted
-structure, though: a damaged global heap (where the strings live) can make it loop
-forever. Open parameter files from untrusted sources in a process you can stop.
+Accidental damage to a file with our header (formats 2 and 3: a flipped bit, a cut or
+appended byte) is always caught by the header before libhdf5 parses anything (unless
+loaded with ``verify=False``). Two kinds of file reach libhdf5's parser unchecked:
+format-1 files (no header: damage is found only by libhdf5 itself, and their arrays
+have no checksums), and crafted files, whose header was recomputed over edited HDF5
+content. For those the reader accepts only what the writer produces, checked before any
+value is read: attributes that are single integers or fixed-length strings, and arrays
+of numbers stored contiguous, uncompressed and complete. That avoids a libhdf5 2.0.0
+crash on damaged attribute types and large allocations from small files, and it keeps
+libhdf5 away from the global heap, on which libhdf5 2.0.0 loops forever if it is
+damaged: a format-3 file has none, and a variable-length value or a reference (what
+libhdf5 would look up there) is refused unread.
+
+Formats 1 and 2 kept their strings variable-length, in the global heap; they are read
+as such only without a header (format 1) or when the header says format 2 and its
+checksum verified (so not with ``verify=False``). Their heap is walked first the way
+libhdf5 walks it, and refused where libhdf5 would loop (an object of size 0, objects
+past the end of their collection, overlapping collections). That covers the one loop
+known in libhdf5 2.0.0's heap reader, not every way a crafted format-1 or -2 file might
+trip libhdf5; re-save such files to get format 3. libhdf5 is not hardened against every
+crafted structure elsewhere either (random damage behind a recomputed header gives
+library errors only in our fuzz tests, which is evidence, not proof): open parameter
+files from untrusted sources in a process you can stop.
 """
 
 from __future__ import annotations
@@ -77,7 +93,7 @@ __all__ = [
 ]
 
 FORMAT_NAME = "lfads-tools-params"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 MAGIC = b"\x89LFADS-TOOLS\r\n\x1a\n"
 USER_BLOCK = 512
 _HEADER = struct.Struct("<16sIQ32s")
@@ -245,22 +261,28 @@ def save_params(obj: ParamsContainer, path, metadata: Mapping | None = None, ove
     meta_text = _to_json(meta, "metadata")
     with atomic_path(path, overwrite=overwrite) as tmp:
         with h5py.File(tmp, "w", userblock_size=USER_BLOCK, track_order=True) as f:
-            f.attrs["format"] = FORMAT_NAME
+            _set_text(f, "format", FORMAT_NAME)
             f.attrs["format_version"] = FORMAT_VERSION
-            f.attrs["config"] = config
-            f.attrs["metadata"] = meta_text
+            _set_text(f, "config", config)
+            _set_text(f, "metadata", meta_text)
             for name, value in arrays.items():
                 if isinstance(value, dict):
                     group = f.create_group(name, track_order=True)
-                    group.attrs["names"] = json.dumps(list(value))
+                    _set_text(group, "names", json.dumps(list(value)))
                     for ds_name, array in value.items():
-                        group.create_dataset(ds_name, data=array).attrs["sha256"] = array_sha256(array)
+                        _set_text(group.create_dataset(ds_name, data=array), "sha256", array_sha256(array))
                 else:
-                    f.create_dataset(name, data=value).attrs["sha256"] = array_sha256(value)
+                    _set_text(f.create_dataset(name, data=value), "sha256", array_sha256(value))
         _write_header(tmp)
         if verify:
             _read_document(tmp)
     return Path(path)
+
+
+def _set_text(obj, name: str, text: str) -> None:
+    """A string attribute, stored fixed-length UTF-8 (inline: no global heap, unlike h5py's ``str``)."""
+    data = text.encode("utf-8")
+    obj.attrs.create(name, data, dtype=h5py.string_dtype("utf-8", max(len(data), 1)))
 
 
 def _write_header(path: Path) -> None:
@@ -282,8 +304,13 @@ def is_native_file(path) -> bool:
             return True
         if start[: len(_HDF5_SIGNATURE)] != _HDF5_SIGNATURE:
             return False
-        with h5py.File(path, "r") as f:
-            return _format_name(f, path) == FORMAT_NAME
+        with h5py.File(path, "r") as f:  # other HDF5 files (e.g. TF LFADS) are not read whole
+            if "format" not in f.attrs:
+                return False
+        data = Path(path).read_bytes()  # format 1: its strings are variable-length
+        with h5py.File(h5py.h5f.open_file_image(data), "r") as f:
+            _check_global_heaps(data, f, path)
+            return _format_name(f, path, legacy=True) == FORMAT_NAME
     except (OSError, ValueError, KeyError, TypeError, UnicodeDecodeError):
         return False
 
@@ -319,25 +346,29 @@ def _check_header(data: bytes, path, verify: bool) -> int:
     return version
 
 
-def _read_tree(source, path) -> Node:
-    """Read a whole file (a path, or an HDF5 file image already checked) into memory."""
+def _read_tree(data: bytes, path, legacy: bool) -> Node:
+    """Read a whole file (its bytes, the header already checked) into memory.
+
+    ``legacy``: the file may hold variable-length strings, as formats 1 and 2 did (see
+    :func:`_attribute`); its global heap is checked first.
+    """
     try:
-        if isinstance(source, bytes):
-            source = h5py.h5f.open_file_image(source)
-        with h5py.File(source, "r") as f:
-            if _format_name(f, path) != FORMAT_NAME:
+        with h5py.File(h5py.h5f.open_file_image(data), "r") as f:
+            if legacy:
+                _check_global_heaps(data, f, path)
+            if _format_name(f, path, legacy) != FORMAT_NAME:
                 raise FileFormatError(
                     f"{path} is an HDF5 file but not an lfads-tools parameter file (no format={FORMAT_NAME!r})"
                 )
-            return _read_group(f, path, depth=0)
+            return _read_group(f, path, legacy, depth=0)
     except LfadsToolsError:
         raise
     except Exception as exc:  # h5py raises OSError, KeyError, ValueError, RuntimeError... on bad files
         raise FileFormatError(f"{path}: cannot read the HDF5 content ({type(exc).__name__}: {exc})") from None
 
 
-def _read_group(group, path, depth: int) -> Node:
-    node = Node(attrs=_attributes(group, path))
+def _read_group(group, path, legacy: bool, depth: int) -> Node:
+    node = Node(attrs=_attributes(group, path, legacy))
     for key in group.keys():
         link = group.get(key, getlink=True)
         if not isinstance(link, h5py.HardLink):
@@ -346,9 +377,9 @@ def _read_group(group, path, depth: int) -> Node:
         if isinstance(item, h5py.Group):
             if depth >= 2:
                 raise FileFormatError(f"{path}: {item.name} is nested deeper than the format allows")
-            node.children[key] = _read_group(item, path, depth + 1)
+            node.children[key] = _read_group(item, path, legacy, depth + 1)
         else:
-            node.children[key] = Node(attrs=_attributes(item, path), data=_read_array(item, path))
+            node.children[key] = Node(attrs=_attributes(item, path, legacy), data=_read_array(item, path))
     return node
 
 
@@ -373,27 +404,68 @@ def _read_array(item, path) -> np.ndarray:
     return np.asarray(item[()])
 
 
-def _attributes(obj, path) -> dict:
-    return {name: _attribute(obj, name, path) for name in obj.attrs.keys()}
+def _attributes(obj, path, legacy: bool) -> dict:
+    return {name: _attribute(obj, name, path, legacy) for name in obj.attrs.keys()}
 
 
-def _attribute(obj, name: str, path):
+def _attribute(obj, name: str, path, legacy: bool):
     """One attribute, which the format allows only as a single string or integer.
 
     The type is checked before the value is read: libhdf5 2.0 crashes the process on
-    some damaged types (a string attribute whose type class became variable-length).
+    some damaged types (a string attribute whose type class became variable-length),
+    and reading a variable-length string means reading the global heap, on which it can
+    loop forever. Format 3 stores strings fixed-length; only ``legacy`` files (format 1,
+    and format 2 with a verified checksum) may hold variable-length ones.
     """
     attr = h5py.h5a.open(obj.id, name.encode())
-    kind = attr.get_type().get_class()
+    attr_type = attr.get_type()
+    kind = attr_type.get_class()
     if kind not in (h5py.h5t.STRING, h5py.h5t.INTEGER) or \
             attr.get_space().get_simple_extent_type() != h5py.h5s.SCALAR:
         raise FileFormatError(f"{path}: attribute {name!r} of {obj.name} should be a single string or integer")
+    if kind == h5py.h5t.STRING and attr_type.is_variable_str() and not legacy:
+        raise FileFormatError(
+            f"{path}: attribute {name!r} of {obj.name} is a variable-length string; this file's format stores "
+            f"strings fixed-length (only format-1 files, and format-2 files loaded with verify=True, may hold them)"
+        )
     value = obj.attrs[name]
     return _text(value) if kind == h5py.h5t.STRING else int(value)
 
 
-def _format_name(f, path) -> str | None:
-    return _attribute(f, "format", path) if "format" in f.attrs else None
+def _format_name(f, path, legacy: bool) -> str | None:
+    return _attribute(f, "format", path, legacy) if "format" in f.attrs else None
+
+
+def _check_global_heaps(image: bytes, f, path) -> None:
+    """Refuse a damaged global heap before libhdf5 reads one (formats 1 and 2 keep their strings there).
+
+    A heap collection is the signature ``GCOL``, version 1, 3 reserved bytes and its size
+    (8 bytes), then its objects: each a 16-byte header (index, reference count, reserved,
+    size) and its data padded to 8 bytes; the free-space object (index 0) counts its own
+    header. libhdf5 2.0.0 walks the objects by those sizes and loops forever on a
+    free-space object of size 0. It reads a collection only at an address where it finds
+    the signature, so each place that starts like one is walked here first: the objects must tile the
+    collection (every step forward, none past its end; bytes past the end of the file read
+    as zeros, as libhdf5 reads them), and collections must not overlap (valid ones never
+    do; it also keeps this check linear in the file size).
+    """
+    if f.id.get_create_plist().get_sizes()[1] != 8:
+        raise FileFormatError(f"{path}: the HDF5 file stores lengths in other than 8 bytes (h5py writes 8)")
+    checked_until = 0
+    at = image.find(b"GCOL\x01")
+    while at >= 0:
+        if at < checked_until:
+            raise FileFormatError(f"{path}: damaged global heap (a collection at byte {at} inside another)")
+        p, end = at + 16, at + int.from_bytes(image[at + 8:at + 16], "little")
+        while p + 16 <= end:
+            index, size = int.from_bytes(image[p:p + 2], "little"), int.from_bytes(image[p + 8:p + 16], "little")
+            step = size if index == 0 else 16 + -(-size // 8) * 8
+            if not 0 < step <= end - p:
+                raise FileFormatError(f"{path}: damaged global heap (the object at byte {p} has size {size}, "
+                                      f"in a collection from byte {at} to {end})")
+            p += step
+        checked_until = max(p, at + 16)
+        at = image.find(b"GCOL\x01", at + 1)
 
 
 # ---- migrations --------------------------------------------------------------------
@@ -444,6 +516,12 @@ def _migrate_1_to_2(tree: Node) -> Node:
     return Node(attrs=new_attrs, children=children)
 
 
+@register_migration(2)
+def _migrate_2_to_3(tree: Node) -> Node:
+    """Format 2 to format 3: the same content; format 2 stored its strings variable-length."""
+    return Node(attrs={**tree.attrs, "format_version": 3}, children=tree.children)
+
+
 def _migrate(tree: Node, version: int, path) -> Node:
     while version < FORMAT_VERSION:
         step = _MIGRATIONS.get(version)
@@ -472,14 +550,13 @@ def _read_document(path, verify: bool = True) -> _Document:
     path = Path(path)
     if not path.is_file():
         raise MissingFileError(f"parameter file {path} does not exist")
-    with open(path, "rb") as f:
-        start = f.read(len(_HDF5_SIGNATURE))
-    if start == _HDF5_SIGNATURE:  # format 1: plain HDF5 without our header, nothing to check first
-        header_version, tree = 0, _read_tree(path, path)
+    data = path.read_bytes()
+    if data.startswith(_HDF5_SIGNATURE):  # format 1: plain HDF5 without our header, nothing to check first
+        header_version = 0
     else:
-        data = path.read_bytes()
         header_version = _check_header(data, path, verify)
-        tree = _read_tree(data, path)  # parse the very bytes that were checked
+    legacy = header_version == 0 or (header_version == 2 and verify)  # may hold variable-length strings
+    tree = _read_tree(data, path, legacy)  # parse the very bytes that were checked
     version = tree.attrs.get("format_version")
     if not isinstance(version, int) or version < 1:
         raise FileFormatError(f"{path}: format_version should be a positive integer, found {version!r}")
@@ -487,6 +564,9 @@ def _read_document(path, verify: bool = True) -> _Document:
         raise FileFormatError(
             f"{path} has format version {version}; this library reads up to {FORMAT_VERSION} (upgrade lfads-tools)"
         )
+    if header_version == 0 and version != 1:
+        raise FileFormatError(f"{path} has no lfads-tools header but says format version {version} "
+                              f"(only format-1 files have none)")
     if header_version and header_version != version:
         raise FileFormatError(f"{path}: header says format version {header_version}, content says {version}")
     tree = _migrate(tree, version, path)

@@ -14,6 +14,7 @@ import lds
 from lds.checkpoint import CheckpointStore
 from lds.em import fit_em
 from lds.errors import LibraryWarning, OverwriteError, ValidationError
+from native_fixtures import assert_fixed_length_only
 
 pytestmark = pytest.mark.filterwarnings("error::lds.errors.LibraryWarning")  # no checkpoint may be skipped
 
@@ -71,7 +72,8 @@ def test_checkpoint_content(tmp_path):
     assert first.params == init and first.log_likelihood == reference.log_likelihoods[0].item()
     assert "iteration 4" in repr(latest)
     info = lds.native.read_info(latest.path)
-    assert info.metadata["checkpoint"]["iteration"] == 4 and info.format_version == 2
+    assert info.metadata["checkpoint"]["iteration"] == 4 and info.format_version == 3
+    assert_fixed_length_only(latest.path)
 
 
 def test_keeps_best_and_last_n(tmp_path):

@@ -24,8 +24,7 @@ from lds.errors import (
     ValidationError,
 )
 from lds.native import is_native_file, read_info
-
-MAGIC = b"\x89LFADS-TOOLS\r\n\x1a\n"
+from native_fixtures import MAGIC, assert_fixed_length_only, downgrade_to_format_2, reseal
 
 
 class Readout(ParamsContainer):
@@ -59,14 +58,6 @@ def kalman(multi=False, dtype=torch.float64, offsets=True, seed=0):
     return lds.random_stable_lds(3, [4, 6] if multi else 5, offsets=offsets, seed=seed, dtype=dtype)
 
 
-def reseal(path):
-    """Recompute the header after editing a file, as the format spec says (an independent writer)."""
-    data = bytearray(path.read_bytes())
-    body = bytes(data[512:])
-    data[:60] = struct.pack("<16sIQ32s", MAGIC, 2, len(body), hashlib.sha256(body).digest())
-    path.write_bytes(bytes(data))
-
-
 # ---- native round trips --------------------------------------------------------------
 @pytest.mark.parametrize("multi", [False, True])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
@@ -83,10 +74,11 @@ def test_file_layout_is_plain_hdf5_with_header(tmp_path):
     params.save(tmp_path / "p.h5", metadata={"description": "layout"})
     data = (tmp_path / "p.h5").read_bytes()
     magic, version, length, digest = struct.unpack_from("<16sIQ32s", data)
-    assert magic == MAGIC and version == 2 and length == len(data) - 512
+    assert magic == MAGIC and version == 3 and length == len(data) - 512
     assert hashlib.sha256(data[512:]).digest() == digest
+    assert_fixed_length_only(tmp_path / "p.h5")  # strings stored inline: no global heap
     with h5py.File(tmp_path / "p.h5", "r") as f:
-        assert f.attrs["format"] == "lfads-tools-params" and f.attrs["format_version"] == 2
+        assert f.attrs["format"] == b"lfads-tools-params" and f.attrs["format_version"] == 3
         config = json.loads(f.attrs["config"])
         assert config["class"] == "KalmanParams" and config["module"] == "lds.params"
         assert config["dtype"] == "float64" and config["dims"] == {"K": 3, "N": [4, 6]}
@@ -99,7 +91,7 @@ def test_file_layout_is_plain_hdf5_with_header(tmp_path):
         np.testing.assert_array_equal(C1[()], params.C[1].numpy())
         # the checksum is SHA-256 of "<dtype>;<shape>;" followed by the little-endian bytes
         raw = params.C[1].numpy().astype("<f8").tobytes()
-        assert C1.attrs["sha256"] == hashlib.sha256(b"<f8;6,3;" + raw).hexdigest()
+        assert C1.attrs["sha256"].decode() == hashlib.sha256(b"<f8;6,3;" + raw).hexdigest()
         meta = json.loads(f.attrs["metadata"])
     assert meta["user"] == {"description": "layout"} and meta["library_version"] == lds.__version__
     assert datetime.fromisoformat(meta["created"]).tzinfo is not None
@@ -108,7 +100,7 @@ def test_file_layout_is_plain_hdf5_with_header(tmp_path):
 def test_info_metadata_and_user_dict(tmp_path):
     kalman().save(tmp_path / "p.h5", metadata={"metrics": {"ll": np.float64(-3.25)}, "tags": ("a", "b")})
     info = read_info(tmp_path / "p.h5")
-    assert info.class_name == "KalmanParams" and info.format_version == 2 and info.dims == {"K": 3, "N": 5}
+    assert info.class_name == "KalmanParams" and info.format_version == 3 and info.dims == {"K": 3, "N": 5}
     assert info.metadata["user"] == {"metrics": {"ll": -3.25}, "tags": ["a", "b"]}
     assert "transition_matrix" in info.fields and "KalmanParams" in repr(info)
     with pytest.raises(ValidationError, match="JSON"):
@@ -175,7 +167,7 @@ def test_wrong_class_and_unknown_modules_are_refused(tmp_path):
         with h5py.File(path, "r+") as f:
             config = json.loads(f.attrs["config"])
             config.update(module=module, **{"class": "Thing"})
-            f.attrs["config"] = json.dumps(config)
+            f.attrs["config"] = np.bytes_(json.dumps(config))  # fixed-length, as the writer stores strings
         reseal(path)
         with pytest.raises(FileFormatError, match=message):
             lds.load_params(path)
@@ -216,8 +208,8 @@ def write_raw_dataset(path, name, values, **options):
         del f[name]
         dataset = f.create_dataset(name, data=values, **options) if values is not None else \
             f.create_dataset(name, **options)
-        dataset.attrs["sha256"] = hashlib.sha256(b"<f8;" + b",".join(str(n).encode() for n in dataset.shape)
-                                                 + b";" + np.zeros(dataset.shape).tobytes()).hexdigest()
+        dataset.attrs["sha256"] = np.bytes_(hashlib.sha256(b"<f8;" + b",".join(str(n).encode() for n in dataset.shape)
+                                                          + b";" + np.zeros(dataset.shape).tobytes()).hexdigest())
     reseal(path)
 
 
@@ -369,7 +361,7 @@ def test_unexpected_field_in_file_is_refused_unless_selected(tmp_path):
     with h5py.File(path, "r+") as f:
         extra = np.ones(2)
         f["new_field"] = extra
-        f["new_field"].attrs["sha256"] = hashlib.sha256(b"<f8;2;" + extra.tobytes()).hexdigest()
+        f["new_field"].attrs["sha256"] = np.bytes_(hashlib.sha256(b"<f8;2;" + extra.tobytes()).hexdigest())
     reseal(path)
     with pytest.raises(FileFormatError, match=r"\['new_field'\]"):
         lds.KalmanParams.load(path)
@@ -409,7 +401,44 @@ def test_format_1_files_are_migrated_on_load(tmp_path, multi):
     assert info.format_version == 1 and info.metadata["user"] == {"description": "fit from last year"}
     assert info.metadata["created"] == "2025-01-02T03:04:05+00:00"
     loaded.save(tmp_path / "new.h5")  # re-saved in the current format
-    assert read_info(tmp_path / "new.h5").format_version == 2
+    assert read_info(tmp_path / "new.h5").format_version == 3
+    assert_fixed_length_only(tmp_path / "new.h5")
+
+
+@pytest.mark.parametrize("multi", [False, True])
+def test_format_2_files_are_migrated_on_load(tmp_path, multi):
+    """Format 2 stored its strings variable-length: read only when the whole-file checksum verifies."""
+    params = kalman(multi)
+    path = tmp_path / "v2.h5"
+    params.save(path, metadata={"description": "demo run"})
+    downgrade_to_format_2(path)
+    loaded = lds.KalmanParams.load(path)
+    assert loaded == params and loaded.dataset_names == params.dataset_names
+    info = read_info(path)
+    assert info.format_version == 2 and info.metadata["user"] == {"description": "demo run"}
+    loaded.save(tmp_path / "new.h5")
+    assert read_info(tmp_path / "new.h5").format_version == 3
+    assert_fixed_length_only(tmp_path / "new.h5")
+    with pytest.raises(FileFormatError, match="v2.h5: attribute 'format' of / is a variable-length string"):
+        lds.KalmanParams.load(path, verify=False)
+
+
+def test_variable_length_strings_are_refused_in_format_3(tmp_path):
+    path = tmp_path / "p.h5"
+    kalman().save(path)
+    with h5py.File(path, "r+") as f:
+        f["initial_mean"].attrs["note"] = "variable-length"  # h5py stores str variable-length
+    reseal(path)
+    with pytest.raises(FileFormatError, match="p.h5: attribute 'note' of /initial_mean is a variable-length string"):
+        lds.KalmanParams.load(path)
+
+
+def test_only_format_1_files_lack_the_header(tmp_path):
+    path = tmp_path / "p.h5"
+    kalman().save(path)
+    path.write_bytes(path.read_bytes()[512:])  # plain HDF5 now, still saying format 3
+    with pytest.raises(FileFormatError, match="p.h5 has no lfads-tools header but says format version 3"):
+        lds.KalmanParams.load(path)
 
 
 def test_newer_format_versions_are_refused(tmp_path):
