@@ -213,13 +213,15 @@ class SessionKernel:
         else:
             factor, info = torch.linalg.cholesky_ex(R)
             _check_factor(info, "measurement_noise_covariance")
-            self._inv_std = None
+            self._inv_std, self._factor = None, factor
             self._inv_factor = torch.linalg.solve_triangular(factor, torch.eye(N, dtype=R.dtype, device=R.device),
                                                              upper=False)  # L⁻¹
             self._inv_R = self._inv_factor.T @ self._inv_factor
             self.log_det_R = 2.0 * torch.log(torch.diagonal(factor)).sum()
             self.W = torch.cholesky_solve(C, factor)
         self.J = _sym(C.T @ self.W)
+        # R^{-1/2} C, so that J = C_whiteᵀ C_white
+        self.C_white = C * self._inv_std[:, None] if diagonal else torch.linalg.solve_triangular(factor, C, upper=False)
         self.num_observations = N
         self._riccati = None
         self._smoothed = {}  # trial length -> _Smoothed
@@ -228,6 +230,16 @@ class SessionKernel:
     def whitening_matrix(self) -> torch.Tensor:
         """``R^{-1/2}`` as a vector of inverse standard deviations (diagonal R) or the matrix ``L⁻¹``."""
         return self._inv_std if self._inv_std is not None else self._inv_factor
+
+    def whitened(self, Y: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """``R^{-1/2} (y - d)`` (``L⁻¹ (y - d)`` with ``R = L Lᵀ``) for every row of ``Y [..., N]``, zero
+        where ``mask`` is; one new array (large arrays cost page faults on first touch)."""
+        centered = Y - self.model.d
+        if mask is not None:
+            centered.mul_(mask)
+        if self._inv_std is not None:
+            return centered.mul_(self._inv_std)
+        return torch.linalg.solve_triangular(self._factor, centered.transpose(-1, -2), upper=False).transpose(-1, -2)
 
     def riccati(self, T: int) -> _Riccati:
         """Filter covariances for ``T`` steps, stopping early at the steady state."""
@@ -285,14 +297,13 @@ class SessionKernel:
         predicted_means = torch.empty_like(means)
         predicted_means[:, 0] = m.A @ m.m0 + m.b
         predicted_means[:, 1:] = means[:, :-1] @ m.A.T + m.b
-        mask = _mask(lengths, T, Y.device)
-        log_likelihood = self._log_likelihood(Y, H, means, predicted_means, ric, lengths or [T] * B, mask,
-                                              data_sums)
+        log_likelihood = self._log_likelihood(Y, H, means, predicted_means, ric, lengths or [T] * B,
+                                              _mask(lengths, T, Y.device), data_sums)
         return dict(means=means, predicted_means=predicted_means, riccati=ric, log_likelihood=log_likelihood)
 
-    def _log_likelihood(self, Y, H, means, predicted_means, ric, lengths, mask, data_sums=None) -> torch.Tensor:
-        """``Σ_t log N(y_t; C x_{t|t-1} + d, S_t)`` per trial (0-dim total over the trials when
-        ``data_sums`` are given and safe to use, see :meth:`_quadratic_from_sums`).
+    def _log_likelihood(self, Y, H, means, predicted_means, ric, lengths, mask, data_sums=None):
+        """``Σ_t log N(y_t; C x_{t|t-1} + d, S_t)`` per trial, or its total over the trials (0-dim)
+        when ``data_sums`` (the batch's total ``Σ y``, ``Σ y yᵀ``) are given.
 
         ``eᵀ S⁻¹ e = |R^{-1/2} e|² - rᵀ P r`` with ``r = Cᵀ R⁻¹ e``, ``P r = x_{t|t} - x_{t|t-1}``
         (Woodbury) and ``log|S| = log|R| + log|I + Lᵀ J L|``. ``mask [B, T, 1]`` (None when
@@ -300,54 +311,49 @@ class SessionKernel:
         """
         if mask is not None:
             predicted_means = predicted_means * mask
-        quadratic = None if data_sums is None else self._quadratic_from_sums(Y, predicted_means, data_sums, lengths)
-        if quadratic is None:
-            quadratic = self._quadratic(Y, predicted_means, mask)
         r = H - predicted_means @ self.J
+        steps = torch.tensor(lengths, device=Y.device)
+        if data_sums is None:  # each trial's own sums: Σ y and Σ y yᵀ (its diagonal for a diagonal R)
+            sum_yy = _sum_of_squares(Y) if self._inv_std is not None else Y.mT @ Y
+            data_sums, count = (Y.sum(-2), sum_yy), steps
+        else:
+            count = steps.sum()
+        quadratic = self._quadratic_from_sums(H, r, predicted_means, data_sums, count)
+        if quadratic is None:
+            quadratic = self._quadratic(self.whitened(Y, mask), predicted_means)
+            quadratic = quadratic.sum() if count.dim() == 0 else quadratic
         step = means - predicted_means
         correction = (r * (step if mask is None else step * mask)).sum((-1, -2))
         quadratic = quadratic - (correction.sum() if quadratic.dim() == 0 else correction)
-        steps = torch.tensor(lengths, device=Y.device)
         constant = steps * (self.num_observations * _LOG_2PI + self.log_det_R) + _log_det_sums(ric, steps)
         total = -0.5 * (constant.sum() if quadratic.dim() == 0 else constant) - 0.5 * quadratic
         return total.to(torch.float64)
 
-    def _weighted_trace(self, scatter: torch.Tensor) -> torch.Tensor:
-        """``tr(R⁻¹ M)`` for (a batch of) N×N matrices ``M``."""
-        if self._inv_std is not None:
-            return (torch.diagonal(scatter, dim1=-2, dim2=-1) * self._inv_std.square()).sum(-1)
-        return (scatter * self._inv_R).sum((-1, -2))
+    def _quadratic(self, white, predicted_means) -> torch.Tensor:
+        """``Σ_t |R^{-1/2} e_t|²`` per trial from the whitened innovations ``R^{-1/2} (y - d) - R^{-1/2} C x_{t|t-1}``."""
+        innovations = white - predicted_means @ self.C_white.T
+        return torch.linalg.vector_norm(innovations, dim=(-2, -1)).square()
 
-    def _quadratic(self, Y, predicted_means, mask) -> torch.Tensor:
-        """``Σ_t eᵀ R⁻¹ e`` per trial from the innovations ``e = y - C x_{t|t-1} - d``."""
-        m, (B, _, N) = self.model, Y.shape
-        innovations = torch.addmm(Y.reshape(-1, N), predicted_means.reshape(-1, m.C.shape[1]), m.C.T, alpha=-1)
-        innovations = innovations.sub_(m.d).reshape(B, -1, N)
-        if mask is not None:
-            innovations.mul_(mask)
-        if self._inv_std is not None:  # diagonal R: scale in place, then one dot product per trial
-            whitened = innovations.mul_(self._inv_std).reshape(B, 1, -1)
-            return (whitened @ whitened.transpose(-1, -2)).reshape(B)
-        # full R: Σ eᵀ R⁻¹ e = tr(R⁻¹ Σ e eᵀ), an N×N product instead of a T×N one
-        return self._weighted_trace(innovations.transpose(-1, -2) @ innovations)
-
-    def _quadratic_from_sums(self, Y, predicted_means, data_sums, lengths):
-        """The total of :meth:`_quadratic` over the trials from the data's own sums (Σ y, Σ y yᵀ, kept
-        between EM iterations) and O(T·N·K) products; None when cancellation could cost more than
-        2 digits (the data's own term exceeds the result 100-fold), which keeps the error far below
-        the round-off level at which :func:`lds.fit_em` judges a likelihood decrease.
-        ``predicted_means`` are zero after each trial's end, as ``Y`` is."""
-        m, N = self.model, Y.shape[-1]
-        count = sum(lengths)
+    def _quadratic_from_sums(self, H, r, predicted_means, data_sums, count):
+        """:meth:`_quadratic` (per trial, or the total for total sums) without the innovations:
+        ``Σ |R^{-1/2} (y - d - C p)|² = tr(R⁻¹ Σ (y-d)(y-d)ᵀ) - Σ p·(h + r)`` with ``h = Cᵀ R⁻¹ (y - d)``,
+        ``r = h - J p``: O(T·K) beyond the data's sums ``(Σ y, Σ y yᵀ)`` (``Σ y yᵀ`` may be its
+        diagonal when R is diagonal) over ``count`` steps. None when cancellation could cost more
+        than 2 digits (the data's own terms exceed the result 100-fold), which keeps the error far
+        below the round-off level at which :func:`lds.fit_em` judges a likelihood decrease.
+        """
+        d = self.model.d
         sum_y, sum_yy = data_sums
-        p = predicted_means.reshape(-1, m.C.shape[1])
-        sum_p = p.sum(0)
-        centered = sum_yy - torch.outer(m.d, sum_y) - torch.outer(sum_y, m.d) + count * torch.outer(m.d, m.d)
-        cross = Y.reshape(-1, N).T @ p - torch.outer(m.d, sum_p)  # Σ (y - d) pᵀ
-        CXt = m.C @ cross.T
-        scatter = centered - CXt - CXt.T + m.C @ (p.T @ p) @ m.C.T
-        data_term, quadratic = self._weighted_trace(centered), self._weighted_trace(scatter)
-        if not bool(data_term <= 100 * quadratic.abs()):
+        if self._inv_std is not None:
+            weights = self._inv_std.square()
+            diagonal = sum_yy if sum_yy.dim() == sum_y.dim() else torch.diagonal(sum_yy, dim1=-2, dim2=-1)
+            raw, cross, offset = (diagonal * weights).sum(-1), (sum_y * d * weights).sum(-1), (d * d * weights).sum()
+        else:
+            weighted_d = self._inv_R @ d
+            raw, cross, offset = (sum_yy * self._inv_R).sum((-1, -2)), sum_y @ weighted_d, d @ weighted_d
+        explained = (predicted_means * (H + r)).sum((-1, -2))
+        quadratic = raw - 2 * cross + count * offset - (explained.sum() if count.dim() == 0 else explained)
+        if not bool((raw + count * offset <= 100 * quadratic.abs()).all()):
             return None
         return quadratic
 
@@ -517,6 +523,11 @@ def _mask(lengths: list | None, T: int, device) -> torch.Tensor | None:
         return None
     steps = torch.arange(T, device=device)
     return (steps < torch.tensor(lengths, device=device)[:, None])[..., None]
+
+
+def _sum_of_squares(Y: torch.Tensor, block: int = 1024) -> torch.Tensor:
+    """``Σ_t y_t²`` per trial and channel of ``Y [B, T, N]``, a block of rows at a time (no T×N temporary)."""
+    return sum(Y[:, i:i + block].square().sum(-2) for i in range(0, Y.shape[1], block))
 
 
 def _log_det_sums(ric: _Riccati, lengths: torch.Tensor) -> torch.Tensor:

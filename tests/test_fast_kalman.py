@@ -193,9 +193,12 @@ def test_trials_are_batched_with_bounded_padding():
 
 @settings(max_examples=10, deadline=None)
 @given(K=st.integers(1, 3), N=st.integers(1, 5), lengths=st.lists(st.integers(1, 90), min_size=2, max_size=6),
-       seed=st.integers(0, 10_000), offsets=st.booleans())
-def test_lists_of_unequal_trials_match_plain(K, N, lengths, seed, offsets):
+       seed=st.integers(0, 10_000), offsets=st.booleans(), full_R=st.booleans())
+def test_lists_of_unequal_trials_match_plain(K, N, lengths, seed, offsets, full_R):
     p = lds.random_stable_lds(K, N, offsets=offsets, seed=seed)
+    if full_R:
+        M = np.random.default_rng(seed).normal(size=(N, N))
+        p.R = M @ M.T + 0.1 * np.eye(N)
     trials = [lds.sample_lds(p, T, seed=seed + i).observations for i, T in enumerate(lengths)]
     for fast, plain in zip(lds.kalman_smoother(p, trials), lds.kalman_smoother(p, trials, method="plain")):
         assert_smoothers_close(fast, plain)
@@ -231,6 +234,11 @@ def test_em_sums_fall_back_to_innovations_when_they_would_cancel():
     fast, plain = lds.expected_statistics(p, y), lds.expected_statistics(p, y, method="plain")
     assert float(fast.log_likelihood) == pytest.approx(float(plain.log_likelihood), rel=TOL)
     assert_close(fast.sum_xx_lag.numpy(), plain.sum_xx_lag.numpy(), "lag sums")
+    # the filter's quadratic from the whitened data's norm cancels the same way
+    for R in (p.R, p.R + 1e-3 * torch.ones_like(p.R)):  # diagonal and full R
+        p.R = R
+        assert float(lds.log_likelihood(p, y)) == pytest.approx(float(lds.log_likelihood(p, y, method="plain")),
+                                                                rel=TOL)
 
 
 def test_online_step_reaches_the_steady_state_and_stays_exact():
