@@ -15,6 +15,10 @@ observation); same results up to round-off. What makes it fast, all of it exact:
   ``x_t = F x_{t-1} + u_t``, evaluated for all steps and trials at once by a
   log-depth scan (:func:`linear_scan`); only the transient before the steady state
   is a time loop (over all trials together);
+- the log-likelihood's quadratic form ``Σ eᵀ R⁻¹ e`` is ``tr(R⁻¹ Σ (y-d)(y-d)ᵀ)`` minus
+  O(T·K) terms of the data terms and the predictions, so no T×N innovations are formed;
+  EM keeps the data's sums between iterations, the filter takes each trial's own (for a
+  full R that is one O(T·N²) product, the cost of ``y_tᵀ R⁻¹ y_t`` itself);
 - the EM moments are sums over time written as matrix products; nothing of size
   T×N×N or T×K×K×K is allocated (T×K×K is);
 - trials of unequal length are padded with zeros into one batch (:func:`split_trials`
