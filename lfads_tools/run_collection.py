@@ -79,7 +79,7 @@ class RunSpec:
     __hash__ = object.__hash__
 
     def __repr__(self) -> str:
-        return f'{type(self).__name__} "{self.name}" ({self.n_datasets} datasets: {", ".join(self.dataset_names)})'
+        return f'{type(self).__name__} "{self.name}" ({_datasets_text(self)})'
 
 
 class RunCollection:
@@ -271,7 +271,7 @@ class RunCollection:
                  f"  path: {self.path}", f"  version: {self.version}",
                  f'  dataset collection: "{dc.name}" ({dc.n_datasets} datasets)' if dc else "  dataset collection: []",
                  "", "  Run specs:"]
-        lines += [f"    [{i}] {s.name}  ({s.n_datasets} datasets: {', '.join(s.dataset_names)})"
+        lines += [f"    [{i}] {s.name}  ({_datasets_text(s)})"
                   for i, s in enumerate(self.run_specs)] or ["    (none)"]
         lines += ["", "  Params:"]
         lines += [f"    [{j}] {folder} {data_hash_text(p, folder)}  {p.short_differences()}"
@@ -421,3 +421,9 @@ def _dataset_entries(entries, where) -> list[dict]:
                 for e in entries]
     except (TypeError, ValueError) as exc:
         raise FileFormatError(f"run record {where}: a dataset 'date' is not an ISO date (YYYY-MM-DD): {exc}") from None
+
+
+def _datasets_text(run_spec) -> str:
+    """``2 datasets: a, b`` or ``1 dataset: a``."""
+    noun = "dataset" if run_spec.n_datasets == 1 else "datasets"
+    return f"{run_spec.n_datasets} {noun}: {', '.join(run_spec.dataset_names)}"
