@@ -47,16 +47,8 @@ def flagship_observations(T: int, seed: int = 7, trials: int | None = None) -> n
 
 
 def reference_init() -> lds.KalmanParams:
-    """The Bonsai reference test's start (seed 0, normal draws with sd 0.1, diagonal noise)."""
-    np.random.seed(0)
-    A = np.diag(np.random.normal(0, 0.1, K))
-    C = np.random.normal(0, 0.1, (N, K))
-    Q = np.diag(np.abs(np.random.normal(0, 0.1, K)))
-    R = np.diag(np.abs(np.random.normal(0, 0.1, N)))
-    m0 = np.random.normal(0, 0.1, K)
-    V0 = np.diag(np.abs(np.random.normal(0, 0.1, K)))
-    return lds.KalmanParams(transition_matrix=A, measurement_function=C, process_noise_covariance=Q,
-                            measurement_noise_covariance=R, initial_mean=m0, initial_covariance=V0)
+    """The Bonsai reference test's start on the flagship shape (seed 0)."""
+    return lds.reference_start(K, N, seed=0)
 
 
 def write_results(name: str, payload: dict) -> Path:

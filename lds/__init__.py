@@ -11,7 +11,7 @@ from . import bonsai, checkpoint, interop, native, partial
 from .native import load_params, save_params
 from .params import KalmanParams
 from .subspace import subspace_identification
-from .synthetic import lorenz_spikes, random_stable_lds, sample_lds
+from .synthetic import lorenz_spikes, random_stable_lds, reference_start, sample_lds
 
 __version__ = "0.1.0"
 
@@ -39,5 +39,6 @@ __all__ = [
     "save_params",
     "lorenz_spikes",
     "random_stable_lds",
+    "reference_start",
     "sample_lds",
 ]

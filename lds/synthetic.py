@@ -19,7 +19,8 @@ import torch
 from .errors import ValidationError
 from .params import KalmanParams
 
-__all__ = ["LorenzSpikes", "lorenz_trajectories", "lorenz_spikes", "random_stable_lds", "sample_lds", "LdsSample"]
+__all__ = ["LorenzSpikes", "lorenz_trajectories", "lorenz_spikes", "random_stable_lds", "reference_start", "sample_lds",
+           "LdsSample"]
 
 
 def lorenz_trajectories(
@@ -193,6 +194,22 @@ def random_stable_lds(
     names = [f"session_{i}" for i in range(len(Ns))]
     return KalmanParams(**kwargs, dataset_names=names, measurement_function=Cs, measurement_noise_covariance=Rs,
                         observation_offset=ds)
+
+
+def reference_start(num_states: int, num_observations: int, seed: int = 0) -> KalmanParams:
+    """The starting point of the Bonsai.ML.Lds.Torch / lds_python EM test: NumPy's legacy
+    generator seeded with ``seed`` draws A = diag(N(0, 0.1²)), C, Q, R, m0, V0 in that order
+    (C and m0 normal with sd 0.1; Q, R and V0 diagonal with the absolute values of such draws)."""
+    rng = np.random.RandomState(seed)  # the same stream as np.random.seed(seed), without the global state
+    K, N = int(num_states), int(num_observations)
+    A = np.diag(rng.normal(0, 0.1, K))
+    C = rng.normal(0, 0.1, (N, K))
+    Q = np.diag(np.abs(rng.normal(0, 0.1, K)))
+    R = np.diag(np.abs(rng.normal(0, 0.1, N)))
+    m0 = rng.normal(0, 0.1, K)
+    V0 = np.diag(np.abs(rng.normal(0, 0.1, K)))
+    return KalmanParams(transition_matrix=A, measurement_function=C, process_noise_covariance=Q,
+                        measurement_noise_covariance=R, initial_mean=m0, initial_covariance=V0)
 
 
 @dataclass

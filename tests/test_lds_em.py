@@ -18,22 +18,13 @@ def relative_error(actual, expected):
     return float(np.abs(np.asarray(actual) - expected).max() / np.abs(expected).max())
 
 
-def reference_init(K, N, seed=0):
-    """The reference test's start: seeded normal draws (sd 0.1), diagonal positive noise."""
-    np.random.seed(seed)
-    A = np.diag(np.random.normal(0, 0.1, K))
-    C = np.random.normal(0, 0.1, (N, K))
-    Q = np.diag(np.abs(np.random.normal(0, 0.1, K)))
-    R = np.diag(np.abs(np.random.normal(0, 0.1, N)))
-    m0 = np.random.normal(0, 0.1, K)
-    V0 = np.diag(np.abs(np.random.normal(0, 0.1, K)))
-    return dict(A=A, C=C, Q=Q, R=R, m0=m0, V0=V0)
-
-
-def as_params(n, **offsets):
-    return lds.KalmanParams(transition_matrix=n["A"], measurement_function=n["C"], process_noise_covariance=n["Q"],
-                            measurement_noise_covariance=n["R"], initial_mean=n["m0"], initial_covariance=n["V0"],
-                            **offsets)
+def reference_start(K, N, seed, **offsets):
+    """The reference test's start (seeded normal draws with sd 0.1, diagonal positive noise), plus
+    the given offsets, and its arrays for the oracle."""
+    params = lds.reference_start(K, N, seed=seed)
+    for name, value in offsets.items():
+        setattr(params, name, value)
+    return params, {name: getattr(params, name).numpy() for name in ("A", "Q", "C", "R", "m0", "V0")}
 
 
 def sqrt_counts(T, N, seed):
@@ -51,14 +42,14 @@ def test_one_em_step_matches_oracle(offsets, estimated):
     """Without offsets, with both or either alone (a missing one is zero), estimated or kept fixed."""
     truth = lds.random_stable_lds(3, 6, offsets=True, seed=4)
     y = lds.sample_lds(truth, 150, seed=5).observations.numpy()
-    start = reference_init(3, 6, seed=1)
     given = dict(b=("state_offset", 0.1 * np.random.default_rng(3).normal(size=3)),
                  d=("observation_offset", y.mean(0)))
     extra = dict(given[name] for name in offsets)
+    params, start = reference_start(3, 6, seed=1, **extra)
     expected, ll = oracle.em_step(y, start["A"], start["Q"], start["C"], start["R"], start["m0"], start["V0"],
                                   extra.get("state_offset"), extra.get("observation_offset"),
                                   estimate_offsets=estimated)
-    result = lds.fit_em(y, as_params(start, **extra), max_iter=1, estimate=ALL if estimated else None, progress=False)
+    result = lds.fit_em(y, params, max_iter=1, estimate=ALL if estimated else None, progress=False)
     assert result.log_likelihoods.shape == (1,) and result.num_iterations == 1 and not result.converged
     assert float(result.log_likelihoods[0]) == pytest.approx(ll, rel=1e-9)
     for name, value in expected.items():
@@ -73,9 +64,9 @@ def test_flagship_shape_one_em_step_and_orthogonalized_smoothing_match_oracle():
     """K=10, N=142, T=1000 from the reference test's initialization: parameters, LL, latents."""
     K, N, T = 10, 142, 1000
     y = sqrt_counts(T, N, seed=7)
-    start = reference_init(K, N, seed=0)
+    params, start = reference_start(K, N, seed=0)
     expected, ll = oracle.em_step(y, start["A"], start["Q"], start["C"], start["R"], start["m0"], start["V0"])
-    result = lds.fit_em(torch.from_numpy(y), as_params(start), num_states=K, max_iter=1, progress=False)
+    result = lds.fit_em(torch.from_numpy(y), params, num_states=K, max_iter=1, progress=False)
     assert float(result.log_likelihoods[0]) == pytest.approx(ll, rel=1e-9)
     for name, value in expected.items():
         assert relative_error(getattr(result.params, name).numpy(), value) < 1e-9, name

@@ -162,3 +162,16 @@ def test_lorenz_spike_times_bin_back_to_the_counts():
                                   data.counts[0].reshape(-1, 6))
     with pytest.raises(ValidationError, match=r"no session 'x'; the sessions are \['session_0', 'session_1'\]"):
         data.spike_times("x")
+
+
+def test_reference_start_draws_what_the_reference_test_draws():
+    np.random.seed(3)  # the reference test's order: A, C, Q, R, m0, V0 from the global legacy generator
+    draws = [np.random.normal(0, 0.1, 2), np.random.normal(0, 0.1, (5, 2)), np.random.normal(0, 0.1, 2),
+             np.random.normal(0, 0.1, 5), np.random.normal(0, 0.1, 2), np.random.normal(0, 0.1, 2)]
+    p = lds.reference_start(2, 5, seed=3)
+    np.testing.assert_array_equal(p.A.numpy(), np.diag(draws[0]))
+    np.testing.assert_array_equal(p.C.numpy(), draws[1])
+    np.testing.assert_array_equal(p.Q.numpy(), np.diag(np.abs(draws[2])))
+    np.testing.assert_array_equal(p.R.numpy(), np.diag(np.abs(draws[3])))
+    np.testing.assert_array_equal(p.m0.numpy(), draws[4])
+    np.testing.assert_array_equal(p.V0.numpy(), np.diag(np.abs(draws[5])))
