@@ -84,7 +84,7 @@ def main() -> None:
                 lambda: lds.native._read_document(paths["native"]), args.repeats),
             "load: plain h5py": median_seconds(lambda: h5py_read(paths["h5py"]), args.repeats),
             "load: np.load": median_seconds(lambda: dict(np.load(paths["npz"])), args.repeats),
-            "load: torch.load(weights_only)": median_seconds(
+            "load: torch.load, weights_only=True": median_seconds(
                 lambda: torch.load(paths["torch"], weights_only=True), args.repeats),
             "load: from_npz": median_seconds(lambda: lds.KalmanParams.from_npz(paths["to_npz"]), args.repeats),
             "save_bonsai (1 session)": median_seconds(
