@@ -141,7 +141,7 @@ def expected_statistics(params: KalmanParams, data, method: str = "auto",
     initial_means, log_likelihood = [None] * obs.num_trials, torch.zeros((), dtype=torch.float64, device=device)
     plain = range(obs.num_trials)
     if method == "auto":
-        groups, plain = split_trials(obs.trials, obs.sessions)
+        groups, plain = split_trials(obs.trials, obs.sessions, obs.complete)
         kernels = {}
         for s, indices in groups:
             kernel = kernels[s] = kernels.get(s) or SessionKernel(models[s])

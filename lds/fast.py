@@ -552,18 +552,18 @@ def covariances(riccati: _Riccati, T: int) -> tuple:
     return riccati.expanded(riccati.filtered, T), riccati.expanded(riccati.predicted, T)
 
 
-def split_trials(trials, sessions, max_padding: float = 0.25):
-    """Batches ``[(session, [trial indices])]`` of complete trials, and the indices of trials with NaN.
+def split_trials(trials, sessions, complete, max_padding: float = 0.25):
+    """Batches ``[(session, [trial indices])]`` of the ``complete`` trials (no NaN), and the indices of the others.
 
     The trials of a session are sorted by length (longest first) and cut into batches whose
     zero padding (to the batch's longest trial) stays below ``max_padding`` of their data.
     """
     by_session, incomplete = {}, []
-    for i, (y, s) in enumerate(zip(trials, sessions)):
-        if not bool(torch.isfinite(y.sum())):  # y has no inf (checked), so NaN (or a sum overflow)
-            incomplete.append(i)
-        else:
+    for i, (s, ok) in enumerate(zip(sessions, complete)):
+        if ok:
             by_session.setdefault(s, []).append(i)
+        else:
+            incomplete.append(i)
     groups = []
     for s, indices in by_session.items():
         batch, steps = [], 0

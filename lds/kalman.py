@@ -219,7 +219,7 @@ def _run(params: KalmanParams, y, method: str, smooth: bool):
     results = [None] * obs.num_trials
     plain = range(obs.num_trials)
     if method == "auto":
-        groups, plain = split_trials(obs.trials, obs.sessions)
+        groups, plain = split_trials(obs.trials, obs.sessions, obs.complete)
         kernels, kinds = {}, [kind for kind, count in obs.layouts for _ in range(count)]
         for s, indices in groups:
             kernel = kernels[s] = kernels.get(s) or SessionKernel(models[s])

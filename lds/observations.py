@@ -38,13 +38,15 @@ class Observations:
     ``trials[i]`` is ``[T_i, N]`` for session ``sessions[i]`` (0-based index into the
     parameters' sessions). ``layouts`` holds one ``(kind, count)`` per input group,
     kind being ``"single"``, ``"batch"`` or ``"list"``; ``names`` the dict keys (None
-    when ``y`` was not a dict).
+    when ``y`` was not a dict). ``complete[i]`` tells that trial ``i`` has no NaN (found
+    by the input check, so the fast path need not look again).
     """
 
     trials: list[torch.Tensor]
     sessions: list[int]
     layouts: list[tuple[str, int]]
     names: list[str] | None
+    complete: list[bool]
 
     @property
     def num_trials(self) -> int:
@@ -95,15 +97,17 @@ def prepare(params: KalmanParams, y) -> tuple[KalmanParams, Observations]:
                 "mapping session names to their data"
             )
         names, groups = None, [("y", y, 0)]
-    trials, sessions, layouts = [], [], []
+    trials, sessions, layouts, complete = [], [], [], []
     Ns = params.num_observations if params.is_multi_session else [params.num_observations]
     for where, data, session in groups:
         kind, arrays = _split_trials(where, data)
         for label, array in arrays:
-            trials.append(_checked_trial(label, array, Ns[session], dtype, device))
+            trial, finite = _checked_trial(label, array, Ns[session], dtype, device)
+            trials.append(trial)
+            complete.append(finite)
             sessions.append(session)
         layouts.append((kind, len(arrays)))
-    return params, Observations(trials, sessions, layouts, names)
+    return params, Observations(trials, sessions, layouts, names, complete)
 
 
 def _computation_dtype_device(y, params):
@@ -156,7 +160,8 @@ def _shape(value) -> tuple:
     return tuple(value.shape) if torch.is_tensor(value) else tuple(np.shape(value))
 
 
-def _checked_trial(where, array, N, dtype, device) -> torch.Tensor:
+def _checked_trial(where, array, N, dtype, device) -> tuple[torch.Tensor, bool]:
+    """The trial as a tensor of ``dtype`` on ``device``, and whether it has no NaN; infinite values are an error."""
     if torch.is_tensor(array):
         if array.is_complex() or array.dtype == torch.bool:
             raise ValidationError(f"{where} must hold real numbers, got dtype {array.dtype}")
@@ -174,7 +179,7 @@ def _checked_trial(where, array, N, dtype, device) -> torch.Tensor:
     if tensor.shape[0] < 1:
         raise ShapeError(f"{where} has no time steps (shape {tuple(tensor.shape)})")
     if bool(torch.isfinite(tensor.sum())):  # one cheap pass: no NaN, no inf (the usual case)
-        return tensor
+        return tensor, True
     infinite = torch.isinf(tensor)
     if bool(infinite.any()):
         t, n = (int(i) for i in torch.nonzero(infinite)[0])
@@ -182,7 +187,7 @@ def _checked_trial(where, array, N, dtype, device) -> torch.Tensor:
             f"{where} has infinite values (first at time {t}, observation {n}); "
             "only NaN may mark missing data"
         )
-    return tensor
+    return tensor, not bool(torch.isnan(tensor).any())  # a sum can overflow with finite values
 
 
 def trials_by_session(y) -> tuple[list[str] | None, list[list[torch.Tensor]]]:
@@ -207,5 +212,5 @@ def trials_by_session(y) -> tuple[list[str] | None, list[list[torch.Tensor]]]:
     for where, data in groups:
         _, arrays = _split_trials(where, data)
         N = _shape(arrays[0][1])[-1]
-        sessions.append([_checked_trial(label, array, N, dtype, device) for label, array in arrays])
+        sessions.append([_checked_trial(label, array, N, dtype, device)[0] for label, array in arrays])
     return names, sessions

@@ -7,6 +7,8 @@ from hypothesis import given, settings, strategies as st
 
 import lds
 import oracle_numpy as oracle
+from lds.errors import ValidationError
+from lds.observations import prepare
 from lds.fast import SessionKernel, linear_scan, padded_batch, smoothed_covariances, split_trials
 from lds.kalman import session_models
 from lds_threads import one_thread  # noqa: F401  (autouse fixture)
@@ -183,12 +185,23 @@ def test_one_padded_batch_of_unequal_trials_equals_each_trial_alone():
 def test_trials_are_batched_with_bounded_padding():
     trials = [torch.zeros(T, 2) for T in (100, 95, 30, 90, 29, 5, 80)]
     trials.append(torch.full((50, 2), float("nan")))
-    groups, incomplete = split_trials(trials, [0] * 7 + [1])
+    groups, incomplete = split_trials(trials, [0] * 7 + [1], [True] * 7 + [False])
     assert incomplete == [7]
     assert groups == [(0, [0, 1, 3, 6]), (0, [2, 4]), (0, [5])]
     for _, batch in groups:  # padding to the longest trial is at most a quarter of the data
         steps = [trials[i].shape[0] for i in batch]
         assert len(steps) * max(steps) <= 1.25 * sum(steps)
+
+
+def test_the_input_check_marks_trials_with_nan():
+    p = lds.random_stable_lds(2, 2, seed=0)
+    huge = torch.full((3, 2), 1e308, dtype=torch.float64)  # finite, though its sum overflows
+    gap = torch.ones(4, 2, dtype=torch.float64)
+    gap[2, 1] = float("nan")
+    _, obs = prepare(p, [torch.ones(5, 2, dtype=torch.float64), gap, huge])
+    assert obs.complete == [True, False, True]
+    with pytest.raises(ValidationError, match="infinite"):
+        prepare(p, [torch.ones(5, 2), torch.full((2, 2), float("inf"))])
 
 
 @settings(max_examples=10, deadline=None)
