@@ -239,6 +239,20 @@ def test_em_matches_plain_em_and_the_oracle_step():
         assert_close(getattr(one.params, name).numpy(), expected[name], name)
 
 
+@pytest.mark.parametrize("N", [48, 49, 100])  # one, two and three column blocks of Σ yᵀ R⁻¹ y
+def test_log_likelihood_per_trial_with_many_channels_and_full_R(N):
+    p = lds.random_stable_lds(3, N, offsets=True, seed=N)
+    M = np.random.default_rng(N).normal(size=(N, N))
+    p.R = M @ M.T / N + 0.5 * np.eye(N)
+    trials = [lds.sample_lds(p, T, seed=T).observations for T in (60, 45, 58)]
+    fast, plain = lds.kalman_filter(p, trials), lds.kalman_filter(p, trials, method="plain")
+    for i, (f, g) in enumerate(zip(fast, plain)):
+        assert float(f.log_likelihood) == pytest.approx(float(g.log_likelihood), rel=TOL), f"trial {i}"
+    A, Q, C, R, m0, V0 = numpy_params(p)
+    reference = oracle.kalman_filter(trials[0].numpy(), A, Q, C, R, m0, V0, p.b.numpy(), p.d.numpy())
+    assert float(fast[0].log_likelihood) == pytest.approx(reference["log_like"], rel=TOL)
+
+
 def test_em_sums_fall_back_to_innovations_when_they_would_cancel():
     # states far from zero, fitted almost exactly: Σ yᵀR⁻¹y exceeds the innovation term ~10⁸-fold
     p = rotation_system(0.5, N=4, noise=1e-2, r_scale=1e-2, seed=8)
