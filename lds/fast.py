@@ -43,8 +43,8 @@ import torch
 
 from .errors import NotPositiveDefiniteError
 
-__all__ = ["SessionKernel", "Convergence", "split_trials", "padded_batch", "linear_scan", "covariances",
-           "smoothed_covariances", "data_moments"]
+__all__ = ["SessionKernel", "Convergence", "split_trials", "padded_batch", "linear_scan", "smoothed_covariances",
+           "lag_one_covariances", "data_moments"]
 
 _LOG_2PI = math.log(2.0 * math.pi)
 
@@ -113,11 +113,13 @@ class _Riccati:
         return self.filtered.shape[0]
 
     def expanded(self, values: torch.Tensor, T: int) -> torch.Tensor:
-        """``values`` (one entry per computed step) for ``T`` steps, repeating the last when steady."""
+        """``values`` (one entry per computed step) for ``T`` steps, repeating the last when steady (a new tensor)."""
         n = values.shape[0]
         if T <= n:
-            return values[:T]
-        return torch.cat([values, values[-1:].expand(T - n, *values.shape[1:])])
+            return values[:T].clone()
+        out = values.new_empty(T, *values.shape[1:])
+        out[:n], out[n:] = values, values[-1]
+        return out
 
 
 @dataclass
@@ -171,17 +173,23 @@ class _Smoothed:
     initial_covariance: torch.Tensor
 
 
-def smoothed_covariances(out: dict, T: int) -> tuple:
-    """Dense smoothed and lag-one covariances ``[T, K, K]`` of a trial of length ``T`` from
+def smoothed_covariances(out: dict, T: int) -> torch.Tensor:
+    """Dense smoothed covariances ``[T, K, K]`` (a new tensor) of a trial of length ``T`` from
     :meth:`SessionKernel.smooth` output."""
-    smoothed = out["covariances"][T].covariances.dense()
+    return out["covariances"][T].covariances.dense()
+
+
+def lag_one_covariances(out: dict, T: int) -> torch.Tensor:
+    """Dense lag-one covariances ``[T, K, K]`` of a trial of length ``T`` from :meth:`SessionKernel.smooth`
+    output: ``P_{t|T} G_{t-1}ᵀ``, with the initial gain at ``t = 0``."""
+    smoothed = smoothed_covariances(out, T)
     gains = out["gains"]
     g = gains.shape[0]
     full_gains = gains[:T - 1] if g >= T - 1 else torch.cat([gains, gains[-1:].expand(T - 1 - g, -1, -1)])
     lag_one = torch.empty_like(smoothed)
     lag_one[1:] = smoothed[1:] @ full_gains.transpose(-1, -2)
     lag_one[0] = smoothed[0] @ out["initial_gain"].T
-    return smoothed, lag_one
+    return lag_one
 
 
 def _lag_one_sum(smoothed: _Piecewise, gains: torch.Tensor, initial_gain: torch.Tensor) -> torch.Tensor:
@@ -219,9 +227,7 @@ class SessionKernel:
             factor, info = torch.linalg.cholesky_ex(R)
             _check_factor(info, "measurement_noise_covariance")
             self._inv_std, self._factor = None, factor
-            self._inv_factor = torch.linalg.solve_triangular(factor, torch.eye(N, dtype=R.dtype, device=R.device),
-                                                             upper=False)  # L⁻¹
-            self._inv_R = _sym(self._inv_factor.T @ self._inv_factor)
+            self._inv_R = _sym(torch.cholesky_inverse(factor))
             self.log_det_R = 2.0 * torch.log(torch.diagonal(factor)).sum()
             self._weight_blocks = _upper_blocks(self._inv_R)
         C_and_d = torch.cat([C, model.d[:, None]], 1)
@@ -231,8 +237,6 @@ class SessionKernel:
         self._d_projected = model.d @ self.W  # Cᵀ R⁻¹ d
         self._d_quadratic = model.d @ self._projection[:, K]  # dᵀ R⁻¹ d
         self.J = _sym(C.T @ self.W)
-        # R^{-1/2} C, so that J = C_whiteᵀ C_white
-        self.C_white = C * self._inv_std[:, None] if diagonal else torch.linalg.solve_triangular(factor, C, upper=False)
         self.num_observations = N
         self._riccati = None
         self._smoothed = {}  # trial length -> _Smoothed
@@ -240,7 +244,10 @@ class SessionKernel:
     # ---- covariances (data independent) -----------------------------------------
     def whitening_matrix(self) -> torch.Tensor:
         """``R^{-1/2}`` as a vector of inverse standard deviations (diagonal R) or the matrix ``L⁻¹``."""
-        return self._inv_std if self._inv_std is not None else self._inv_factor
+        if self._inv_std is not None:
+            return self._inv_std
+        eye = torch.eye(self.num_observations, dtype=self._factor.dtype, device=self._factor.device)
+        return torch.linalg.solve_triangular(self._factor, eye, upper=False)
 
     def whitened(self, Y: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """``R^{-1/2} (y - d)`` (``L⁻¹ (y - d)`` with ``R = L Lᵀ``) for every row of ``Y [..., N]``, zero
@@ -258,7 +265,7 @@ class SessionKernel:
         if cached is not None and (cached.steady or cached.length >= T):
             return cached
         m = self.model
-        predicted, filtered, log_dets, infos = [], [], [], []
+        predicted, filtered, gain_factors, infos = [], [], [], []
         P, convergence, steady = m.V0, Convergence(m.A.dtype), False
         for t in range(T):
             P_pred = _sym(m.A @ P @ m.A.T + m.Q)
@@ -268,14 +275,15 @@ class SessionKernel:
             new_P = _sym(Z.T @ Z)
             predicted.append(P_pred)
             filtered.append(new_P)
-            log_dets.append(2.0 * torch.log(torch.diagonal(U)).sum())
-            infos.append(info_p | info_g)
+            gain_factors.append(U)
+            infos += (info_p, info_g)
             if t > 0 and convergence.update(new_P, P):  # one host read per transient step
                 steady = True
                 break
             P = new_P
         _check_factor(torch.stack(infos), "the predicted covariance (check process_noise_covariance)")
-        self._riccati = _Riccati(torch.stack(predicted), torch.stack(filtered), torch.stack(log_dets), steady)
+        log_dets = 2.0 * torch.log(torch.diagonal(torch.stack(gain_factors), dim1=-2, dim2=-1)).sum(-1)
+        self._riccati = _Riccati(torch.stack(predicted), torch.stack(filtered), log_dets, steady)
         self._smoothed = {}
         return self._riccati
 
@@ -353,7 +361,10 @@ class SessionKernel:
 
     def _quadratic(self, white, predicted_means) -> torch.Tensor:
         """``Σ_t |R^{-1/2} e_t|²`` per trial from the whitened innovations ``R^{-1/2} (y - d) - R^{-1/2} C x_{t|t-1}``."""
-        innovations = white - predicted_means @ self.C_white.T
+        C = self.model.C  # R^{-1/2} C below, so that J = (R^{-1/2} C)ᵀ (R^{-1/2} C)
+        C_white = C * self._inv_std[:, None] if self._inv_std is not None else torch.linalg.solve_triangular(
+            self._factor, C, upper=False)
+        innovations = white - predicted_means @ C_white.T
         return torch.linalg.vector_norm(innovations, dim=(-2, -1)).square()
 
     def _quadratic_from_terms(self, H, r, predicted_means, data_terms, count):
@@ -568,11 +579,6 @@ def data_moments(Y: torch.Tensor) -> tuple:
     """``(Σ y, Σ y yᵀ)`` over all rows of ``Y [..., N]``."""
     flat = Y.reshape(-1, Y.shape[-1])
     return flat.sum(0), flat.T @ flat
-
-
-def covariances(riccati: _Riccati, T: int) -> tuple:
-    """Filtered and predicted covariances ``[T, K, K]`` from the compact :meth:`SessionKernel.filter` output."""
-    return riccati.expanded(riccati.filtered, T), riccati.expanded(riccati.predicted, T)
 
 
 def split_trials(trials, sessions, complete, max_padding: float = 0.25):

@@ -26,10 +26,10 @@ from typing import NamedTuple
 import torch
 
 from .errors import NotPositiveDefiniteError, ValidationError
-from .fast import SessionKernel, covariances, padded_batch, smoothed_covariances, split_trials
+from .fast import SessionKernel, lag_one_covariances, padded_batch, smoothed_covariances, split_trials
 from .observations import prepare
 from .params import KalmanParams
-from .results import ResultDisplay, stack_results
+from .results import Deferred, DeferredFields, ResultDisplay, stack_results
 
 __all__ = [
     "FilterResult",
@@ -50,13 +50,14 @@ METHODS = ("auto", "plain")
 
 
 @dataclass(repr=False)
-class FilterResult(ResultDisplay):
+class FilterResult(DeferredFields, ResultDisplay):
     """Kalman filter output for one trial (``t = 0 .. T-1``).
 
     ``means``/``covariances`` are the filtered ``x_{t|t}``, ``P_{t|t}``;
     ``predicted_means``/``predicted_covariances`` the one-step predictions
     ``x_{t|t-1}``, ``P_{t|t-1}``; ``log_likelihood`` is ``log p(y_0..y_{T-1})``
-    (a 0-dim float64 tensor).
+    (a 0-dim float64 tensor). The fast path writes the ``[T, K, K]`` covariances when they
+    are first read (:class:`lds.results.DeferredFields`): they do not depend on the data.
     """
 
     means: torch.Tensor
@@ -67,13 +68,14 @@ class FilterResult(ResultDisplay):
 
 
 @dataclass(repr=False)
-class SmootherResult(ResultDisplay):
+class SmootherResult(DeferredFields, ResultDisplay):
     """RTS smoother output for one trial.
 
     ``means``/``covariances``: ``x_{t|T}``, ``P_{t|T}``. ``lag_one_covariances[t]`` is
     ``Cov(x_t, x_{t-1} | y)``; entry 0 pairs ``x_0`` with the prior state ``x_{-1}``.
     ``initial_mean``/``initial_covariance``: the smoothed prior state ``x_{-1}``.
-    ``filtered`` is the :class:`FilterResult` the smoother started from.
+    ``filtered`` is the :class:`FilterResult` the smoother started from. The fast path's
+    ``[T, K, K]`` covariances are written when first read, as in :class:`FilterResult`.
     """
 
     means: torch.Tensor
@@ -220,18 +222,13 @@ def _run(params: KalmanParams, y, method: str, smooth: bool):
     plain = range(obs.num_trials)
     if method == "auto":
         groups, plain = split_trials(obs.trials, obs.sessions, obs.complete)
-        kernels, kinds = {}, [kind for kind, count in obs.layouts for _ in range(count)]
+        kernels = {}
         for s, indices in groups:
             kernel = kernels[s] = kernels.get(s) or SessionKernel(models[s])
             Y, lengths = padded_batch(obs.trials, indices)
             out = kernel.smooth(Y, lengths) if smooth else kernel.filter(Y, lengths)
-            riccati = (out["filtered"] if smooth else out)["riccati"]
-            by_length = {}
-            for j, i in enumerate(indices):  # batch results are stacked (copied) anyway; list items get their own
-                T = obs.trials[i].shape[0]
-                if T not in by_length:
-                    by_length[T] = covariances(riccati, T) + (smoothed_covariances(out, T) if smooth else ())
-                results[i] = _fast_result(out, by_length[T], j, T, len(indices) > 1 and kinds[i] == "list", smooth)
+            for j, i in enumerate(indices):
+                results[i] = _fast_result(out, j, obs.trials[i].shape[0], smooth)
     for i in plain:
         label = _trial_label(obs, i)
         s = obs.sessions[i]
@@ -240,19 +237,23 @@ def _run(params: KalmanParams, y, method: str, smooth: bool):
     return obs, results
 
 
-def _fast_result(out: dict, covs: tuple, j: int, T: int, copy: bool, smooth: bool):
-    """Trial ``j`` (of length ``T``) of a fast-path batch as a plain result (shared covariances
-    copied when ``copy``)."""
-    own = (lambda t: t.clone()) if copy else (lambda t: t)  # noqa: E731
+def _fast_result(out: dict, j: int, T: int, smooth: bool):
+    """Trial ``j`` (of length ``T``) of a fast-path batch as a plain result; its ``[T, K, K]``
+    covariances are made from the compact ones when first read (each result its own)."""
     f = out["filtered"] if smooth else out
-    filtered_covs, predicted_covs, *smoothed_covs = covs
-    filtered = FilterResult(f["means"][j, :T], own(filtered_covs), f["predicted_means"][j, :T], own(predicted_covs),
+    ric, K, dtype = f["riccati"], f["means"].shape[-1], f["means"].dtype
+
+    def deferred(make):
+        return Deferred(make, (T, K, K), dtype)
+
+    filtered = FilterResult(f["means"][j, :T], deferred(lambda: ric.expanded(ric.filtered, T)),
+                            f["predicted_means"][j, :T], deferred(lambda: ric.expanded(ric.predicted, T)),
                             f["log_likelihood"][j])
     if not smooth:
         return filtered
-    smoothed, lag_one = smoothed_covs
-    return SmootherResult(out["means"][j, :T], own(smoothed), own(lag_one), out["initial_means"][j],
-                          own(out["covariances"][T].initial_covariance), filtered.log_likelihood, filtered)
+    return SmootherResult(out["means"][j, :T], deferred(lambda: smoothed_covariances(out, T)),
+                          deferred(lambda: lag_one_covariances(out, T)), out["initial_means"][j],
+                          out["covariances"][T].initial_covariance.clone(), filtered.log_likelihood, filtered)
 
 
 def kalman_filter(params: KalmanParams, y, *, method: str = "auto"):

@@ -8,7 +8,19 @@ import torch
 
 from .containers import ParamsContainer, format_value
 
-__all__ = ["ResultDisplay", "stack_results"]
+__all__ = ["ResultDisplay", "DeferredFields", "Deferred", "stack_results"]
+
+
+class Deferred:
+    """A tensor that a result field holds as ``make()`` until first read (see :class:`DeferredFields`).
+
+    ``shape`` and ``dtype`` describe it meanwhile, so a result prints without making it.
+    """
+
+    __slots__ = ("make", "shape", "dtype")
+
+    def __init__(self, make, shape, dtype: torch.dtype):
+        self.make, self.shape, self.dtype = make, torch.Size(shape), dtype
 
 
 class ResultDisplay:
@@ -19,8 +31,24 @@ class ResultDisplay:
         width = max(len(name) for name in fields) + 4
         lines = [f"  {type(self).__name__} with properties:", ""]
         for name in fields:
-            lines.append(f"{name.rjust(width)}: {_describe(getattr(self, name))}")
+            lines.append(f"{name.rjust(width)}: {_describe(object.__getattribute__(self, name))}")
         return "\n".join(lines) + "\n"
+
+
+class DeferredFields:
+    """Mixin: a field that holds a :class:`Deferred` is made on first read and kept.
+
+    The fast path's covariances are the same at every step once the filter is at its steady
+    state; their dense ``[T, K, K]`` arrays (megabytes for long trials) are written only when
+    read. Reading gives the same tensor every time, as for any other field.
+    """
+
+    def __getattribute__(self, name):
+        value = object.__getattribute__(self, name)
+        if type(value) is Deferred:
+            value = value.make()
+            object.__setattr__(self, name, value)
+        return value
 
 
 def _describe(value) -> str:
@@ -36,8 +64,11 @@ def stack_results(items: list):
     first = items[0]
     values = {}
     for field in dataclasses.fields(first):
-        parts = [getattr(item, field.name) for item in items]
-        if torch.is_tensor(parts[0]):
+        parts = [object.__getattribute__(item, field.name) for item in items]
+        if any(isinstance(part, Deferred) for part in parts):  # stacked when read
+            values[field.name] = Deferred(lambda name=field.name: torch.stack([getattr(i, name) for i in items]),
+                                          (len(items), *parts[0].shape), parts[0].dtype)
+        elif torch.is_tensor(parts[0]):
             values[field.name] = torch.stack(parts)
         elif dataclasses.is_dataclass(parts[0]):
             values[field.name] = stack_results(parts)

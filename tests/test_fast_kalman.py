@@ -9,7 +9,8 @@ import lds
 import oracle_numpy as oracle
 from lds.errors import ValidationError
 from lds.observations import prepare
-from lds.fast import SessionKernel, linear_scan, padded_batch, smoothed_covariances, split_trials
+from lds.results import Deferred
+from lds.fast import SessionKernel, lag_one_covariances, linear_scan, padded_batch, smoothed_covariances, split_trials
 from lds.kalman import session_models
 from lds_threads import one_thread  # noqa: F401  (autouse fixture)
 
@@ -172,14 +173,38 @@ def test_one_padded_batch_of_unequal_trials_equals_each_trial_alone():
         T = lengths[j]
         assert_close(out["means"][j, :T].numpy(), plain.means.numpy(), f"means, trial {j}")
         assert float(out["means"][j, T:].abs().sum()) == 0.0
-        assert_close(smoothed_covariances(out, T)[0].numpy(), plain.covariances.numpy(), f"covariances, trial {j}")
-        assert_close(smoothed_covariances(out, T)[1].numpy(), plain.lag_one_covariances.numpy(), f"lag-one {j}")
+        assert_close(smoothed_covariances(out, T).numpy(), plain.covariances.numpy(), f"covariances, trial {j}")
+        assert_close(lag_one_covariances(out, T).numpy(), plain.lag_one_covariances.numpy(), f"lag-one {j}")
         assert_close(out["initial_means"][j].numpy(), plain.initial_mean.numpy(), f"initial mean, trial {j}")
         assert float(out["log_likelihood"][j]) == pytest.approx(float(plain.log_likelihood), rel=TOL)
     reference = lds.expected_statistics(p, trials, method="plain")
     for name in ("sum_x", "sum_x_prev", "sum_xx", "sum_xx_prev", "sum_xx_lag", "sum_initial_covariance"):
         assert_close(moments[name].numpy(), getattr(reference, name).numpy(), name)
     assert float(moments["log_likelihood"].sum()) == pytest.approx(float(reference.log_likelihood), rel=TOL)
+
+
+def test_covariances_are_made_when_read_and_owned_by_each_result():
+    p = lds.random_stable_lds(2, 3, seed=4)
+    trials = [lds.sample_lds(p, 40, seed=s).observations for s in (1, 2)]
+    gap = lds.sample_lds(p, 40, seed=3).observations
+    gap[5, 0] = float("nan")  # this trial takes the plain path: a batch mixes both kinds of result
+    batch = lds.kalman_smoother(p, torch.stack([trials[0], trials[1], gap]))
+    assert isinstance(object.__getattribute__(batch, "covariances"), Deferred)
+    text = repr(batch)
+    assert "[3x40x2x2 float64]" in text and isinstance(object.__getattribute__(batch, "covariances"), Deferred)
+    plain = lds.kalman_smoother(p, torch.stack([trials[0], trials[1], gap]), method="plain")
+    for name in ("covariances", "lag_one_covariances"):
+        assert_close(getattr(batch, name).numpy(), getattr(plain, name).numpy(), name)
+    assert_close(batch.filtered.predicted_covariances.numpy(), plain.filtered.predicted_covariances.numpy())
+    assert batch.covariances is batch.covariances  # made once, then kept
+    assert SessionKernel(session_models(p)[0]).riccati(40).length > 3
+    for T in (40, 3):  # steady state reached, and only the transient
+        first, second = lds.kalman_filter(p, [y[:T] for y in trials])
+        before = second.covariances.clone()
+        first.covariances += 1.0  # results of equal length do not share memory
+        first.predicted_covariances[0] = 0.0
+        assert torch.equal(second.covariances, before)
+        assert not torch.equal(first.predicted_covariances[0], second.predicted_covariances[0])
 
 
 def test_trials_are_batched_with_bounded_padding():
