@@ -293,7 +293,7 @@ class SessionKernel:
 
         Returns ``means``/``predicted_means`` ``[B, T, K]`` (meaningless after a trial's
         end), ``log_likelihood [B]`` (float64) and the covariances as ``riccati`` (see
-        :func:`covariances`).
+        :meth:`_Riccati.expanded`).
         """
         m = self.model
         B, T, _ = Y.shape
