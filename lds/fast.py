@@ -61,13 +61,18 @@ def linear_scan(F: torch.Tensor, u: torch.Tensor, reverse: bool = False) -> torc
     ``eps²`` (for a stable F the remaining terms are below round-off, and it avoids
     slow subnormal arithmetic).
     """
-    x = u.flip(-2) if reverse else u.clone()
+    x = _scan_in_place(F, u.flip(-2) if reverse else u.clone())
+    return x.flip(-2) if reverse else x
+
+
+def _scan_in_place(F: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """:func:`linear_scan` forwards, overwriting ``x`` (the ``u``) with the result."""
     power, shift, length = F, 1, x.shape[-2]
     negligible = torch.finfo(F.dtype).eps ** 2
     while shift < length and float(power.abs().max()) > negligible:
         x[..., shift:, :] += x[..., :-shift, :] @ power.T  # right side is evaluated before the add
         power, shift = power @ power, 2 * shift
-    return x.flip(-2) if reverse else x
+    return x
 
 
 class Convergence:
@@ -312,12 +317,14 @@ class SessionKernel:
             P = ric.filtered[-1]
             gain = self.eye - P @ self.J
             F = gain @ m.A
-            u = H[:, n:] @ P + m.b @ gain.T
+            u = H[:, n:] @ P
+            u += m.b @ gain.T
             u[:, 0] += mean @ F.T
-            means[:, n:] = linear_scan(F, u)
-        predicted_means = torch.empty_like(means)
-        predicted_means[:, 0] = m.A @ m.m0 + m.b
-        predicted_means[:, 1:] = means[:, :-1] @ m.A.T + m.b
+            means[:, n:] = _scan_in_place(F, u)
+        predicted_means = torch.empty_like(means)  # (fewer T×K temporaries: they are most of what is left)
+        predicted_means[:, 0] = m.A @ m.m0
+        predicted_means[:, 1:] = means[:, :-1] @ m.A.T
+        predicted_means += m.b
         if data_sums is None:  # each trial's own data terms
             data_terms = self._data_quadratic(Y), projected[..., K].sum(-1)
         else:
@@ -345,7 +352,8 @@ class SessionKernel:
         """
         if mask is not None:
             predicted_means = predicted_means * mask
-        r = H - predicted_means @ self.J
+        r = predicted_means @ self.J
+        r = torch.sub(H, r, out=r)
         steps = torch.tensor(lengths, device=Y.device)
         count = steps if data_terms[0].dim() else steps.sum()
         quadratic = self._quadratic_from_terms(H, r, predicted_means, data_terms, count)
@@ -353,7 +361,9 @@ class SessionKernel:
             quadratic = self._quadratic(self.whitened(Y, mask), predicted_means)
             quadratic = quadratic.sum() if count.dim() == 0 else quadratic
         step = means - predicted_means
-        correction = (r * (step if mask is None else step * mask)).sum((-1, -2))
+        if mask is not None:
+            step.mul_(mask)
+        correction = step.mul_(r).sum((-1, -2))
         quadratic = quadratic - (correction.sum() if quadratic.dim() == 0 else correction)
         constant = steps * (self.num_observations * _LOG_2PI + self.log_det_R) + _log_det_sums(ric, steps)
         total = -0.5 * (constant.sum() if quadratic.dim() == 0 else constant) - 0.5 * quadratic
@@ -376,7 +386,7 @@ class SessionKernel:
         :func:`lds.fit_em` judges a likelihood decrease.
         """
         raw, cross = data_terms
-        explained = (predicted_means * (H + r)).sum((-1, -2))
+        explained = (H + r).mul_(predicted_means).sum((-1, -2))
         quadratic = raw - 2 * cross + count * self._d_quadratic - (explained.sum() if count.dim() == 0 else explained)
         if not bool((raw + count * self._d_quadratic <= 100 * quadratic.abs()).all()):
             return None
