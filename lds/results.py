@@ -50,6 +50,10 @@ class DeferredFields:
             object.__setattr__(self, name, value)
         return value
 
+    def __getstate__(self) -> dict:
+        """Every field made (for pickling, e.g. to another process, and ``copy.deepcopy``)."""
+        return {name: getattr(self, name) for name in vars(self)}
+
 
 def _describe(value) -> str:
     if torch.is_tensor(value) and value.dim() == 0:

@@ -1,5 +1,8 @@
 """The fast exact path (lds.fast, method="auto") against the NumPy per-step oracle and the plain path."""
 
+import copy
+import pickle
+
 import numpy as np
 import pytest
 import torch
@@ -197,6 +200,11 @@ def test_covariances_are_made_when_read_and_owned_by_each_result():
         assert_close(getattr(batch, name).numpy(), getattr(plain, name).numpy(), name)
     assert_close(batch.filtered.predicted_covariances.numpy(), plain.filtered.predicted_covariances.numpy())
     assert batch.covariances is batch.covariances  # made once, then kept
+    result = lds.kalman_smoother(p, trials[0])
+    for other in (pickle.loads(pickle.dumps(result)), copy.deepcopy(result)):  # e.g. back from a worker process
+        for name in ("covariances", "lag_one_covariances"):
+            assert torch.equal(getattr(other, name), getattr(result, name))
+        assert torch.equal(other.filtered.predicted_covariances, result.filtered.predicted_covariances)
     assert SessionKernel(session_models(p)[0]).riccati(40).length > 3
     for T in (40, 3):  # steady state reached, and only the transient
         first, second = lds.kalman_filter(p, [y[:T] for y in trials])
