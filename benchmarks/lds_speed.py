@@ -15,6 +15,11 @@ reference initialization, so R is a full matrix) for everybody:
   RSS mark reset after making the data; it includes the data, the interpreter and the
   imported libraries).
 
+``lds`` runs with ``--threads`` torch threads (default 1) except in the targets table;
+pykalman (NumPy's BLAS) and dynamax (XLA) keep their own defaults, which use every core.
+Fast-path results write their ``[T, K, K]`` covariances when first read; only the
+targets table's "covariances read" rows include that.
+
 pykalman is very slow (seconds per pass), so it runs once per operation; with
 ``--quick`` it runs at T = 200 and its time is scaled linearly (its cost is linear in T)
 to T = 2,000, which the table marks. Prints medians and ratios and writes
