@@ -346,28 +346,28 @@ class SessionKernel:
         """``Σ_t log N(y_t; C x_{t|t-1} + d, S_t)`` per trial, or its total over the trials (0-dim)
         when the ``data_terms`` ``(Σ yᵀ R⁻¹ y, Σ dᵀ R⁻¹ y)`` are totals.
 
-        ``eᵀ S⁻¹ e = |R^{-1/2} e|² - rᵀ P r`` with ``r = Cᵀ R⁻¹ e``, ``P r = x_{t|t} - x_{t|t-1}``
-        (Woodbury) and ``log|S| = log|R| + log|I + Lᵀ J L|``. ``mask [B, T, 1]`` (None when
-        no trial is padded) leaves out the steps after each trial's end.
+        ``eᵀ S⁻¹ e = |R^{-1/2} e|² - rᵀ P r`` with ``r = h - J p = Cᵀ R⁻¹ e``, ``P r = m - p``
+        (Woodbury; ``p``, ``m`` the predicted and filtered means) and ``log|S| = log|R| +
+        log|I + Lᵀ J L|``. Every sum over time is a dot product or a K×K Gram matrix, so no
+        T×K array is made but the masked means. ``mask [B, T, 1]`` (None when no trial is
+        padded) leaves out the steps after each trial's end.
         """
         if mask is not None:
-            predicted_means = predicted_means * mask
-        r = predicted_means @ self.J
-        r = torch.sub(H, r, out=r)
+            predicted_means, means = predicted_means * mask, means * mask
         steps = torch.tensor(lengths, device=Y.device)
         count = steps if data_terms[0].dim() else steps.sum()
-        quadratic = self._quadratic_from_terms(H, r, predicted_means, data_terms, count)
+        pH, mH = _dots(predicted_means, H), _dots(means, H)
+        pJp = (predicted_means.mT @ predicted_means * self.J).sum((-1, -2))  # Σ pᵀ J p
+        pJm = (predicted_means.mT @ means * self.J).sum((-1, -2))  # Σ pᵀ J m
+        quadratic = self._quadratic_from_terms(data_terms, count, pH, pJp)  # per trial, or the total
         if quadratic is None:
             quadratic = self._quadratic(self.whitened(Y, mask), predicted_means)
             quadratic = quadratic.sum() if count.dim() == 0 else quadratic
-        step = means - predicted_means
-        if mask is not None:
-            step.mul_(mask)
-        correction = step.mul_(r).sum((-1, -2))
-        quadratic = quadratic - (correction.sum() if quadratic.dim() == 0 else correction)
+        correction = mH - pJm - pH + pJp  # Σ r·(m - p)
         constant = steps * (self.num_observations * _LOG_2PI + self.log_det_R) + _log_det_sums(ric, steps)
-        total = -0.5 * (constant.sum() if quadratic.dim() == 0 else constant) - 0.5 * quadratic
-        return total.to(torch.float64)
+        if count.dim() == 0:
+            correction, constant = correction.sum(), constant.sum()
+        return (-0.5 * constant - 0.5 * (quadratic - correction)).to(torch.float64)
 
     def _quadratic(self, white, predicted_means) -> torch.Tensor:
         """``Σ_t |R^{-1/2} e_t|²`` per trial from the whitened innovations ``R^{-1/2} (y - d) - R^{-1/2} C x_{t|t-1}``."""
@@ -377,16 +377,16 @@ class SessionKernel:
         innovations = white - predicted_means @ C_white.T
         return torch.linalg.vector_norm(innovations, dim=(-2, -1)).square()
 
-    def _quadratic_from_terms(self, H, r, predicted_means, data_terms, count):
-        """:meth:`_quadratic` (per trial, or the total for total data terms) without the innovations:
-        ``Σ |R^{-1/2} (y - d - C p)|² = Σ yᵀ R⁻¹ y - 2 Σ dᵀ R⁻¹ y + count dᵀ R⁻¹ d - Σ p·(h + r)``
-        with ``h = Cᵀ R⁻¹ (y - d)``, ``r = h - J p``: O(T·K) beyond the data terms over ``count``
-        steps. None when cancellation could cost more than 2 digits (the data's own terms exceed
-        the result 100-fold), which keeps the error far below the round-off level at which
-        :func:`lds.fit_em` judges a likelihood decrease.
+    def _quadratic_from_terms(self, data_terms, count, pH, pJp):
+        """:meth:`_quadratic` per trial without the innovations, from the data terms over ``count`` steps
+        (per trial, or totals) and the per-trial ``Σ p·h`` and ``Σ pᵀ J p``:
+        ``Σ |R^{-1/2} (y - d - C p)|² = Σ yᵀ R⁻¹ y - 2 Σ dᵀ R⁻¹ y + count dᵀ R⁻¹ d - 2 Σ p·h + Σ pᵀ J p``
+        with ``h = Cᵀ R⁻¹ (y - d)``. None when cancellation could cost more than 2 digits (the
+        data's own terms exceed the result 100-fold), which keeps the error far below the
+        round-off level at which :func:`lds.fit_em` judges a likelihood decrease.
         """
         raw, cross = data_terms
-        explained = (H + r).mul_(predicted_means).sum((-1, -2))
+        explained = 2 * pH - pJp
         quadratic = raw - 2 * cross + count * self._d_quadratic - (explained.sum() if count.dim() == 0 else explained)
         if not bool((raw + count * self._d_quadratic <= 100 * quadratic.abs()).all()):
             return None
@@ -568,6 +568,12 @@ def _upper_blocks(M: torch.Tensor, width: int = 48) -> list:
     upper = torch.triu(2 * M - torch.diag(torch.diagonal(M)))
     return [(start, min(start + width, M.shape[0]), upper[start:start + width, start:])
             for start in range(0, M.shape[0], width)]
+
+
+def _dots(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``Σ_{t,k} a·b`` per trial of ``[B, T, K]`` arrays, as a batched product (no T×K temporary)."""
+    B = a.shape[0]
+    return (a.reshape(B, 1, -1) @ b.reshape(B, -1, 1)).reshape(B)
 
 
 def _sum_of_squares(Y: torch.Tensor, block: int = 1024) -> torch.Tensor:
