@@ -201,9 +201,9 @@ class DatasetList(Sequence):
         if isinstance(key, str):
             if key in self._names:
                 return self._names.index(key)
-            stems = [_without_h5(n) for n in self._names]
-            if _without_h5(key) in stems:  # unambiguous: the exact name is absent, so one name at most has this stem
-                return stems.index(_without_h5(key))
+            stems, stem = [n.removesuffix(".h5") for n in self._names], key.removesuffix(".h5")
+            if stem in stems:  # unambiguous: the exact name is absent, so one name at most has this stem
+                return stems.index(stem)
             raise DatasetNameError(f"no dataset named {key!r}; available: {self._names}")
         raise DatasetNameError(f"datasets are indexed by name or 0-based position, not {key!r}")
 
@@ -251,10 +251,6 @@ class DatasetList(Sequence):
         for i, (name, value) in enumerate(self.items()):
             lines.append(f"  [{i}] {name.ljust(width)}  {format_value(value)}")
         return "\n".join(lines)
-
-
-def _without_h5(name: str) -> str:
-    return name[: -len(".h5")] if name.endswith(".h5") else name
 
 
 def _dataset_dims(dims: Mapping, dataset: int | None) -> dict:

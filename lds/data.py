@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import FileFormatError, MissingFileError, SilentUnitsWarning, ValidationError, require
+from .errors import FileFormatError, MissingFileError, SilentUnitsWarning, ValidationError, require, warn
 from .fileio import atomic_path
 
 __all__ = [
@@ -253,9 +253,9 @@ def load_nwb(path, bin_width: float = 0.02, transform: str = "sqrt",
     counts, _ = bin_spike_times(spike_times, width, max_bytes=max_bytes)
     silent = unit_ids[counts.sum(axis=0) == 0].tolist()
     if silent:
-        warnings.warn(f"{path.name}: {len(silent)} of {len(unit_ids)} units never fire (unit ids {silent}); an LDS "
-                      "cannot model a channel that never changes (lds.data.drop_constant_channels leaves such "
-                      "channels out)", SilentUnitsWarning, stacklevel=2)
+        warn(f"{path.name}: {len(silent)} of {len(unit_ids)} units never fire (unit ids {silent}); an LDS cannot "
+             "model a channel that never changes (lds.data.drop_constant_channels leaves such channels out)",
+             SilentUnitsWarning)
     return BinnedSpikes(
         observations=transform_counts(counts, transform),
         counts=counts,

@@ -338,10 +338,10 @@ def _check_enough_steps(params: KalmanParams, data, est) -> None:
         return
     Ns = params.num_observations if params.is_multi_session else [params.num_observations]
     for s, N in enumerate(Ns):
-        trials = [y for y, i in zip(data.trials, data.sessions) if i == s]
-        if not trials or any(bool(torch.isnan(y).any()) for y in trials):
+        trials = [(y, ok) for y, i, ok in zip(data.trials, data.sessions, data.complete) if i == s]
+        if not trials or not all(ok for _, ok in trials):
             continue  # no data for this session, or imputed entries that may fill the rank
-        steps, need = sum(y.shape[0] for y in trials), N + ("d" in est)
+        steps, need = sum(y.shape[0] for y, _ in trials), N + ("d" in est)
         if steps < need:
             where = "y" if not params.is_multi_session else f"session {params.dataset_names[s]!r}"
             raise ValidationError(

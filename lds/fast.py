@@ -356,7 +356,7 @@ class SessionKernel:
             predicted_means, means = predicted_means * mask, means * mask
         steps = torch.tensor(lengths, device=Y.device)
         count = steps if data_terms[0].dim() else steps.sum()
-        pH, mH = _dots(predicted_means, H), _dots(means, H)
+        pH, mH = (torch.linalg.vecdot(a.flatten(1), H.flatten(1)) for a in (predicted_means, means))
         pJp = (predicted_means.mT @ predicted_means * self.J).sum((-1, -2))  # Σ pᵀ J p
         pJm = (predicted_means.mT @ means * self.J).sum((-1, -2))  # Σ pᵀ J m
         quadratic = self._quadratic_from_terms(data_terms, count, pH, pJp)  # per trial, or the total
@@ -568,12 +568,6 @@ def _upper_blocks(M: torch.Tensor, width: int = 48) -> list:
     upper = torch.triu(2 * M - torch.diag(torch.diagonal(M)))
     return [(start, min(start + width, M.shape[0]), upper[start:start + width, start:])
             for start in range(0, M.shape[0], width)]
-
-
-def _dots(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """``Σ_{t,k} a·b`` per trial of ``[B, T, K]`` arrays, as a batched product (no T×K temporary)."""
-    B = a.shape[0]
-    return (a.reshape(B, 1, -1) @ b.reshape(B, -1, 1)).reshape(B)
 
 
 def _sum_of_squares(Y: torch.Tensor, block: int = 1024) -> torch.Tensor:

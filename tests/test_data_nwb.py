@@ -46,8 +46,12 @@ SPIKES = [[0.011, 0.013, 0.055, 0.301], [0.021, 0.145], [], [0.39]]
 
 def test_nwb_binning_matches_plain_loop_and_sqrt_transform(tmp_path):
     path = write_nwb(tmp_path / "rec.nwb", SPIKES)
-    with pytest.warns(SilentUnitsWarning, match=r"rec.nwb: 1 of 4 units never fire \(unit ids \[2\]\)"):
+    with pytest.warns(SilentUnitsWarning, match=r"rec.nwb: 1 of 4 units never fire \(unit ids \[2\]\)") as caught:
         binned = data.load_nwb(path, bin_width=0.02)
+    with pytest.warns(SilentUnitsWarning) as through_loader:
+        data.load_observations(path, bin_width=0.02)
+    for record in (*caught, *through_loader):  # attributed to this caller, not to lds
+        assert record.filename == __file__
     expected = reference_counts(SPIKES, 0.02)  # no spike on a bin edge, so floor() is exact
     assert binned.counts.shape == (20, 4) == expected.shape  # edges 0..0.40 cover t_max = 0.39
     np.testing.assert_array_equal(binned.counts, expected)

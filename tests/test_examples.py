@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 
 import lds
-from lds.errors import SilentUnitsWarning
 
 pytest.importorskip("pynwb")
 pytest.importorskip("matplotlib")
