@@ -184,8 +184,8 @@ class Run:
     def on_disk(self) -> dict[str, bool]:
         """Which results the folder holds, plus ``folder``: whether the run folder exists at all.
 
-        Two directory listings (the run folder and ``lfadsOutput``), so that listing
-        thousands of runs stays fast.
+        Two directory listings (the run folder and ``lfadsOutput``; a third only for
+        ``lightning_checkpoints``), so that listing thousands of runs stays fast.
         """
         base = os.path.join(os.fspath(self.run_collection.path), self.params_string, self.name)
         listing = _listing(base)
@@ -200,8 +200,9 @@ class Run:
             (has_posterior(ds, "train") and has_posterior(ds, "valid"))
             or f"lfads_output_lfads_{ds}.h5" in names or f"lfads_output_{ds}.h5" in names
             for ds in self.dataset_names)
-        checkpoint = (any(n.endswith(".ckpt") for n in names) or "lightning_checkpoints" in names) and (
-            self.lfads_torch_checkpoint() is not None)
+        output = os.path.join(base, "lfadsOutput")
+        checkpoint = _holds_checkpoint(output, names) or (
+            "lightning_checkpoints" in names and _holds_checkpoint(os.path.join(output, "lightning_checkpoints")))
         return {
             "model_params": "model_params" in names,
             "lfads_torch_checkpoint": checkpoint,
@@ -277,7 +278,7 @@ class Run:
         factors = list(range(n_original // (n_bins + 1) + 1, n_original // n_bins + 1))
         if len(factors) > 1 and "counts" in info:
             input_file = self.path_lfads_input / self.lfads_input_file_names[index]
-            factors = [f for f in factors if _summed_counts_match(np.asarray(info["counts"]), input_file, f, n_bins)]
+            factors = _factors_matching_input(np.asarray(info["counts"]), input_file, factors, n_bins)
         if len(factors) != 1:
             raise ValidationError(f"{where}: {n_original} original bins give {n_bins} LFADS bins when summed by any "
                                   f"of {list(factors) or 'no factor'}; declare the RunParams with add_params")
@@ -425,6 +426,14 @@ def _listing(folder: str) -> set[str] | None:
         return set()
 
 
+def _holds_checkpoint(folder: str, names: set | None = None) -> bool:
+    """Whether ``folder`` (listed as ``names``) holds a ``*.ckpt`` file, as :meth:`Run.lfads_torch_checkpoint`
+    finds them (dangling links do not count); stops at the first."""
+    names = _listing(folder) if names is None else names
+    return any(n.endswith(".ckpt") and not n.startswith(".") and os.path.isfile(os.path.join(folder, n))
+               for n in names or ())
+
+
 def _files_by_mtime(folder: Path, pattern: str) -> dict[Path, float]:
     """``{file: modification time}`` of the files matching ``pattern`` (dangling links, unreadable entries left out)."""
     found = {}
@@ -447,17 +456,25 @@ def _shape(path: Path, key: str) -> tuple | None:
         return None
 
 
-def _summed_counts_match(counts: np.ndarray, input_file: Path, factor: int, n_bins: int) -> bool:
-    """Whether summing ``factor`` original bins of ``counts`` (neurons x bins x trials) gives the input's train_data."""
+def _factors_matching_input(counts: np.ndarray, input_file: Path, factors: list, n_bins: int) -> list:
+    """The ``factors`` for which summing that many original bins of ``counts`` (neurons x bins x trials)
+    gives the input file's train_data (none when the file cannot be read); the file is read once."""
     try:
         with h5py.File(input_file, "r") as f:
             data = np.asarray(f["train_data"][()])
             inds = np.asarray(f["train_inds"][()]).ravel().astype(np.int64) - 1
-        counts = counts.reshape(counts.shape[0], counts.shape[1], -1)[:, :factor * n_bins]
-        summed = counts.reshape(counts.shape[0], n_bins, factor, counts.shape[2]).sum(axis=2)
-        return bool(np.array_equal(summed[:, :, inds].transpose(2, 1, 0), data))
-    except (OSError, KeyError, ValueError, IndexError):
-        return False
+    except (OSError, KeyError):
+        return []
+    counts = counts.reshape(counts.shape[0], counts.shape[1], -1)
+
+    def matches(factor):
+        try:
+            summed = counts[:, :factor * n_bins].reshape(counts.shape[0], n_bins, factor, counts.shape[2]).sum(axis=2)
+            return bool(np.array_equal(summed[:, :, inds].transpose(2, 1, 0), data))
+        except (ValueError, IndexError):
+            return False
+
+    return [factor for factor in factors if matches(factor)]
 
 
 def _rows(path: Path) -> int:

@@ -427,6 +427,11 @@ def test_on_disk_detects_model_files(rc):
     os.symlink(other.path / "gone.ckpt", other.path_lfads_output / "last.ckpt")
     assert not other.on_disk()["lfads_torch_checkpoint"] and "nothing yet" in repr(other)
     assert other.lfads_torch_checkpoint() is None and "param_Z1-4Ne/single_dataset002" in rc.runs_table()
+    (other.path_lfads_output / "lightning_checkpoints").mkdir()
+    os.symlink(other.path / "gone.ckpt", other.path_lfads_output / "lightning_checkpoints" / "1-2.ckpt")
+    assert not other.on_disk()["lfads_torch_checkpoint"]
+    (other.path_lfads_output / "lightning_checkpoints" / "3-4.ckpt").write_bytes(b"")
+    assert other.on_disk()["lfads_torch_checkpoint"] and other.lfads_torch_checkpoint().name == "3-4.ckpt"
     assert os.path.relpath(run.path, rc.path) == "param_Z1-4Ne/single_dataset001"
 
 
