@@ -52,6 +52,7 @@ __all__ = [
     "tensor_from_bytes",
     "write_tensor",
     "read_tensor",
+    "check_bonsai_writable",
     "save_bonsai",
     "load_bonsai",
 ]
@@ -202,6 +203,22 @@ def _single_session(params, session):
     return params
 
 
+def check_bonsai_writable(folder, overwrite: bool, *, label: str | None = None,
+                          option: str = "overwrite=True") -> Path:
+    """Fail before any work if ``folder`` cannot take Bonsai parameter files: it is a file, or it
+    holds some and ``overwrite`` is false. ``label`` names it in the errors (default: the path),
+    ``option`` is how to allow replacing them."""
+    folder = Path(folder)
+    label = label or str(folder)
+    if folder.exists() and not folder.is_dir():
+        raise ValidationError(f"{label} is a file; give a folder (new, or one to add the parameter files to)")
+    existing = [name for name in FILE_NAMES.values() if (folder / name).exists()]
+    if existing and not overwrite:
+        raise OverwriteError(f"{label} already holds Bonsai parameter files ({', '.join(existing)}); "
+                             f"pass {option} to replace them")
+    return folder
+
+
 def save_bonsai(params, folder, suffix: str | None = None, overwrite: bool = False, session=None) -> Path:
     """Write ``params`` as a Bonsai.ML.Lds.Torch parameter folder; return the folder.
 
@@ -211,9 +228,7 @@ def save_bonsai(params, folder, suffix: str | None = None, overwrite: bool = Fal
     """
     params = _single_session(params, session)
     target = _target_folder(folder, suffix)
-    existing = [name for name in FILE_NAMES.values() if (target / name).exists()]
-    if existing and not overwrite:
-        raise OverwriteError(f"{target} already holds {existing}; pass overwrite=True to replace them")
+    check_bonsai_writable(target, overwrite)
     try:
         target.mkdir(parents=True, exist_ok=True)
     except (FileExistsError, NotADirectoryError):

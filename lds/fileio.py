@@ -16,16 +16,21 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from .errors import MissingFileError, OverwriteError
+from .errors import MissingFileError, OverwriteError, ValidationError
 
 __all__ = ["atomic_path", "atomic_write_bytes", "check_writable"]
 
 
-def check_writable(path, overwrite: bool) -> Path:
-    """Raise :class:`OverwriteError` if ``path`` exists and ``overwrite`` is false."""
+def check_writable(path, overwrite: bool, *, label: str | None = None, option: str = "overwrite=True") -> Path:
+    """Fail before any work if the file ``path`` cannot be written: it is a folder, or it exists and
+    ``overwrite`` is false. ``label`` names it in the errors (default: the path), ``option`` is how
+    to allow replacing it."""
     path = Path(path)
+    label = label or str(path)
+    if path.is_dir():
+        raise ValidationError(f"{label} is a folder; give the name of the file to write")
     if path.exists() and not overwrite:
-        raise OverwriteError(f"{path} already exists; pass overwrite=True to replace it")
+        raise OverwriteError(f"{label} already exists; pass {option} to replace it")
     return path
 
 

@@ -14,9 +14,11 @@ import sys
 import warnings
 from pathlib import Path
 
-from lds.errors import LfadsToolsError, MissingFileError, OverwriteError, ValidationError
+from lds.bonsai import check_bonsai_writable
+from lds.errors import LfadsToolsError, MissingFileError, ValidationError
+from lds.fileio import check_writable
 
-from .inspection import BONSAI_FILE_NAMES, FORMATS
+from .inspection import FORMATS
 
 
 def _add(sub, name: str, summary: str, examples: str):
@@ -104,20 +106,9 @@ def _build_parser() -> argparse.ArgumentParser:
 
 def _check_output(path: Path, flag: str, overwrite: bool) -> None:
     """Fail before any work when the file ``flag PATH`` cannot be written."""
-    if path.is_dir():
-        raise ValidationError(f"{flag} {path} is a folder; give the name of the file to write")
-    if path.exists() and not overwrite:
-        raise OverwriteError(f"{flag} {path} already exists; pass --overwrite to replace it")
+    check_writable(path, overwrite, label=f"{flag} {path}", option="--overwrite")
     if not path.parent.is_dir():
         raise MissingFileError(f"{flag} {path}: folder {path.parent} does not exist")
-
-
-def _check_bonsai_output(path: Path, overwrite: bool) -> None:
-    """Fail before any work when ``--bonsai PATH`` cannot become a Bonsai parameter folder."""
-    if path.exists() and not path.is_dir():
-        raise ValidationError(f"--bonsai {path} is a file; give a folder (new, or one to add the parameter files to)")
-    if not overwrite and any((path / name).exists() for name in BONSAI_FILE_NAMES):
-        raise OverwriteError(f"--bonsai {path} already holds Bonsai parameter files; pass --overwrite to replace them")
 
 
 def _run_inspect(args) -> int:
@@ -170,7 +161,7 @@ def _run_fit_lds(args) -> int:
     if args.bonsai is not None:
         if args.bonsai.resolve() == args.out.resolve():
             raise ValidationError(f"--out and --bonsai are both {args.out}; the Bonsai folder needs its own path")
-        _check_bonsai_output(args.bonsai, args.overwrite)
+        check_bonsai_writable(args.bonsai, args.overwrite, label=f"--bonsai {args.bonsai}", option="--overwrite")
     y = load_observations(args.data, key=args.key, bin_width=args.bin_width, transform=args.transform,
                           split_trials=args.trials)
     num_channels = (y[0] if isinstance(y, list) else y).shape[-1]

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+import lds.bonsai
 from lds.containers import ParamsContainer
 from lds.errors import FileFormatError, MissingFileError, ValidationError
 
@@ -21,11 +22,7 @@ from .report import Curve
 
 __all__ = ["Opened", "open_path", "BONSAI_FILE_NAMES", "format_params"]
 
-BONSAI_FILE_NAMES = (
-    "TransitionMatrix.bin", "MeasurementFunction.bin", "ProcessNoiseCovariance.bin",
-    "MeasurementNoiseCovariance.bin", "InitialMean.bin", "InitialCovariance.bin",
-    "StateOffset.bin", "ObservationOffset.bin",
-)
+BONSAI_FILE_NAMES = tuple(lds.bonsai.FILE_NAMES.values())
 FORMATS = ("text", "markdown", "html", "json")
 
 

@@ -232,6 +232,9 @@ def test_saving_into_a_file_is_a_clear_error(tmp_path):
         with pytest.raises(ValidationError, match="afile.*is a file"):
             params.save_bonsai(target)
     assert (tmp_path / "afile").read_text() == "keep"
+    params.save_bonsai(tmp_path / "folder")
+    with pytest.raises(OverwriteError, match=r"folder already holds Bonsai parameter files \(TransitionMatrix.bin"):
+        params.save_bonsai(tmp_path / "folder")
 
 
 def test_defaults_warning_points_at_the_caller(tmp_path):

@@ -4,8 +4,8 @@ import stat
 import pytest
 
 import lds
-from lds.errors import MissingFileError, OverwriteError
-from lds.fileio import atomic_path, atomic_write_bytes
+from lds.errors import MissingFileError, OverwriteError, ValidationError
+from lds.fileio import atomic_path, atomic_write_bytes, check_writable
 
 
 def test_atomic_write_refuses_overwrite_and_keeps_old_content(tmp_path):
@@ -30,6 +30,17 @@ def test_failed_write_leaves_nothing_behind(tmp_path):
 def test_missing_folder_is_a_clear_error(tmp_path):
     with pytest.raises(MissingFileError, match="does not exist"):
         atomic_write_bytes(tmp_path / "nope" / "z.bin", b"")
+
+
+def test_a_folder_in_the_way_is_a_clear_error(tmp_path):
+    (tmp_path / "taken").mkdir()
+    for overwrite in (False, True):
+        with pytest.raises(ValidationError, match="taken is a folder"):
+            atomic_write_bytes(tmp_path / "taken", b"", overwrite=overwrite)
+    atomic_write_bytes(tmp_path / "x.bin", b"one")
+    with pytest.raises(OverwriteError, match="--out x.bin already exists; pass --overwrite"):
+        check_writable(tmp_path / "x.bin", False, label="--out x.bin", option="--overwrite")
+    assert (tmp_path / "taken").is_dir() and sorted(p.name for p in tmp_path.iterdir()) == ["taken", "x.bin"]
 
 
 @pytest.fixture

@@ -17,7 +17,9 @@ import sys
 from pathlib import Path
 
 import lds
-from lds.errors import LfadsToolsError, OverwriteError
+from lds.bonsai import check_bonsai_writable
+from lds.errors import LfadsToolsError
+from lds.fileio import check_writable
 
 HERE = Path(__file__).resolve().parent
 
@@ -38,9 +40,10 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     try:
-        for flag, path in (("--model", args.model), ("--bonsai", args.bonsai)):  # before the fit, not after
-            if path is not None and path.exists() and not args.overwrite:
-                raise OverwriteError(f"{flag} {path} already exists; pass --overwrite to replace it")
+        # the outputs are checked before the fit, not after
+        check_writable(args.model, args.overwrite, label=f"--model {args.model}", option="--overwrite")
+        if args.bonsai is not None:
+            check_bonsai_writable(args.bonsai, args.overwrite, label=f"--bonsai {args.bonsai}", option="--overwrite")
         train = lds.data.load_binned(args.data_dir / "train.npz")
         print(f"training data: {train}")
         observations, kept = lds.data.drop_constant_channels(train.observations)
