@@ -28,7 +28,7 @@ import torch
 from .errors import DatasetNameError, ShapeError, ValidationError
 from .params import KalmanParams
 
-__all__ = ["Observations", "prepare"]
+__all__ = ["Observations", "prepare", "real_tensor"]
 
 
 @dataclass
@@ -160,17 +160,21 @@ def _shape(value) -> tuple:
     return tuple(value.shape) if torch.is_tensor(value) else tuple(np.shape(value))
 
 
-def _checked_trial(where, array, N, dtype, device) -> tuple[torch.Tensor, bool]:
-    """The trial as a tensor of ``dtype`` on ``device``, and whether it has no NaN; infinite values are an error."""
+def real_tensor(where: str, array, dtype, device) -> torch.Tensor:
+    """``array`` (torch, NumPy or nested lists of real numbers) as a tensor of ``dtype`` on ``device``."""
     if torch.is_tensor(array):
         if array.is_complex() or array.dtype == torch.bool:
             raise ValidationError(f"{where} must hold real numbers, got dtype {array.dtype}")
-        tensor = array.detach().to(device=device, dtype=dtype)
-    else:
-        values = np.asarray(array)
-        if values.dtype.kind not in "biuf":
-            raise ValidationError(f"{where} must hold real numbers, got dtype {values.dtype}")
-        tensor = torch.as_tensor(values.astype(np.float64, copy=False), dtype=dtype, device=device)
+        return array.detach().to(device=device, dtype=dtype)
+    values = np.asarray(array)
+    if values.dtype.kind not in "biuf":
+        raise ValidationError(f"{where} must hold real numbers, got dtype {values.dtype}")
+    return torch.as_tensor(values.astype(np.float64, copy=False), dtype=dtype, device=device)
+
+
+def _checked_trial(where, array, N, dtype, device) -> tuple[torch.Tensor, bool]:
+    """The trial as a tensor of ``dtype`` on ``device``, and whether it has no NaN; infinite values are an error."""
+    tensor = real_tensor(where, array, dtype, device)
     if tensor.shape[-1] != N:
         raise ShapeError(
             f"{where} should have N = {N} observations per time step (shape [T, {N}]) "

@@ -10,6 +10,7 @@ import torch
 from .errors import ShapeError, ValidationError
 from .fast import Convergence, SessionKernel
 from .kalman import cholesky, predict, session_models, update
+from .observations import real_tensor
 from .orthogonalize import orthogonalizing_transform
 from .params import KalmanParams
 
@@ -189,15 +190,7 @@ class OnlineKalmanFilter:
 
     def _as_sample(self, y_t) -> torch.Tensor:
         p = self._params
-        if torch.is_tensor(y_t):
-            if y_t.is_complex() or y_t.dtype == torch.bool:
-                raise ValidationError(f"sample {self.num_steps} must hold real numbers, got dtype {y_t.dtype}")
-            y = y_t.detach().to(dtype=p.dtype, device=p.device)
-        else:
-            values = np.asarray(y_t)
-            if values.dtype.kind not in "biuf":
-                raise ValidationError(f"sample {self.num_steps} must hold real numbers, got dtype {values.dtype}")
-            y = torch.as_tensor(values.astype(np.float64, copy=False), dtype=p.dtype, device=p.device)
+        y = real_tensor(f"sample {self.num_steps}", y_t, p.dtype, p.device)
         if y.dim() == 2 and y.shape[0] == 1:
             y = y[0]
         if y.shape != (p.num_observations,):
