@@ -83,7 +83,7 @@ def pending_run_record(run, overwrite: bool = False) -> bytes | None:
     do not hash to the run's ``param_<hash>``), or a different record exists and
     ``overwrite`` is false.
     """
-    if run.params.param_hash != run.params_string:
+    if not run.params_known:
         reason = run.problem or f"its parameters hash to {run.params.param_hash}, not to its folder"
         raise ValidationError(f"run {run.name} ({run.params_string}): {reason}; a {RUN_RECORD_FILE} of these "
                               f"parameters would contradict the folder")
