@@ -18,12 +18,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import tempfile
 from pathlib import Path
 
 from tabulate import tabulate
 
-from common import median_seconds, write_results
+from common import ROOT, median_seconds, write_results
+
+sys.path.insert(0, str(ROOT / "tests"))
+from lfads_fixtures import lfads_hyperparameters  # noqa: E402 (the TF LFADS hyperparameters the tests use)
 
 from lfads_tools import Dataset, DatasetCollection, RunCollection, RunParams, RunSpec  # noqa: E402
 from lfads_tools.run_records import RUN_RECORD_FILE, run_record_bytes  # noqa: E402
@@ -42,19 +46,6 @@ def declared(root: Path) -> RunCollection:
     return rc
 
 
-def lfads_hyperparameters(run) -> dict:
-    """What TF LFADS's run_lfads.py writes: the c_ flags without the prefix, booleans as strings."""
-    hps = {"kind": "train", "data_dir": str(run.path_lfads_input), "lfads_save_dir": str(run.path_lfads_output),
-           "data_filename_stem": "lfads", "checkpoint_name": "lfads_vae", "csv_log": "fitlog",
-           "dataset_names": [f"{n}.h5" for n in run.dataset_names],
-           "dataset_dims": {f"{n}.h5": 50 for n in run.dataset_names}, "num_steps": 100,
-           "ndatasets": run.n_datasets}
-    for flag in run.params.command_line_options(num_datasets=run.n_datasets):
-        key, value = flag[2:].split("=", 1)
-        hps[key] = value if value in ("true", "false") else json.loads(value) if value[:1].isdigit() else value
-    return hps
-
-
 def build(root: Path, kind: str) -> RunCollection:
     """Write the tree (files written plainly, without fsync: the build itself is not timed)."""
     rc = declared(root)
@@ -66,7 +57,9 @@ def build(root: Path, kind: str) -> RunCollection:
                 (run.path_lfads_output / "fitlog.csv").write_text("")
                 (run.path_lfads_output / "model_params").write_bytes(b"")
         else:
-            (run.path / HPS_FILE).write_text(json.dumps(lfads_hyperparameters(run)))
+            (run.path / HPS_FILE).write_text(json.dumps(lfads_hyperparameters(
+                run.params, run.dataset_names, data_dir=str(run.path_lfads_input),
+                save_dir=str(run.path_lfads_output), dims=50, num_steps=100)))
     return rc
 
 

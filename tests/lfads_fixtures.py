@@ -143,6 +143,28 @@ def write_tf_model_params(path, datasets: dict, sizes: dict = SIZES, controller:
     return values
 
 
+def lfads_hyperparameters(params, dataset_names, kind="train", batch_size=None, data_dir="/x/lfadsInput",
+                          save_dir="/x/lfadsOutput", dims=4, num_steps=30) -> dict:
+    """What TF LFADS's run_lfads.py writes (jsonify_dict) for ``params`` (a RunParams): the c_ flags
+    without the prefix, booleans as strings, numbers as numbers."""
+    hps = {"kind": kind, "data_dir": data_dir, "lfads_save_dir": save_dir, "data_filename_stem": "lfads",
+           "dataset_names": [f"{n}.h5" for n in dataset_names], "dataset_dims": {f"{n}.h5": dims for n in dataset_names},
+           "num_steps": num_steps, "ndatasets": len(dataset_names), "ps_nexamples_to_process": 9223372036854775807,
+           "checkpoint_name": "lfads_vae", "csv_log": "fitlog", "do_train_encoder_only": "false"}
+    for flag in params.command_line_options(num_datasets=len(dataset_names)):
+        key, value = flag[2:].split("=", 1)
+        try:
+            hps[key] = int(value)
+        except ValueError:
+            try:
+                hps[key] = float(value)
+            except ValueError:
+                hps[key] = value
+    if batch_size is not None:
+        hps["batch_size"] = batch_size
+    return hps
+
+
 def write_hyperparameters(folder, dataset_names, step: int = 0, **values) -> None:
     """``hyperparameters-<step>.txt``: single-line JSON, booleans as strings (§2.3)."""
     hps = {"dataset_names": list(dataset_names), "co_dim": 4, "con_dim": 128, "ci_enc_dim": 128,

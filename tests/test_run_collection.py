@@ -12,6 +12,7 @@ import scipy.io
 from lds.errors import (FileFormatError, LibraryWarning, MissingFileError, OverwriteError, SearchError,
                         ValidationError)
 from lfads_tools import (Dataset, DatasetCollection, Hyperparameter, Run, RunCollection, RunParams, RunSpec)
+from lfads_fixtures import lfads_hyperparameters
 
 SMALL = dict(c_learning_rate_stop=0.001, c_batch_size=150, c_co_dim=0, c_ic_enc_dim=64, c_gen_dim=64)
 
@@ -242,26 +243,6 @@ def test_from_disk_of_a_missing_root_is_a_clear_error(tmp_path):
 
 ROW = ("epoch,{e}, step,{s}, total,{tt:.2f},{tv:.2f},       recon,{rt:.2f},{rv:.2f}, kl,{kt:.2f},{kv:.2f}, "
        "l2,{l2:.5f},       klweight,{kw:.2f}, l2weight,{lw:.2f}\n")
-
-
-def lfads_hyperparameters(params, dataset_names, kind="train", batch_size=None):
-    """What run_lfads.py's jsonify_dict writes: c_ flags without the prefix, booleans as strings, steps scaled."""
-    hps = {"kind": kind, "data_dir": "/x/lfadsInput", "lfads_save_dir": "/x/lfadsOutput", "data_filename_stem": "lfads",
-           "dataset_names": [f"{n}.h5" for n in dataset_names], "dataset_dims": {f"{n}.h5": 4 for n in dataset_names},
-           "num_steps": 30, "ndatasets": len(dataset_names), "ps_nexamples_to_process": 9223372036854775807,
-           "checkpoint_name": "lfads_vae", "csv_log": "fitlog", "do_train_encoder_only": "false"}
-    for flag in params.command_line_options(num_datasets=len(dataset_names)):
-        key, value = flag[2:].split("=", 1)
-        try:
-            hps[key] = int(value)
-        except ValueError:
-            try:
-                hps[key] = float(value)
-            except ValueError:
-                hps[key] = value
-    if batch_size is not None:
-        hps["batch_size"] = batch_size
-    return hps
 
 
 def write_lfads_run(folder, params, datasets, n_trials=9, T=6, seed=0):
