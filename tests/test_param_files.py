@@ -203,13 +203,18 @@ def test_corrupt_files_get_clear_errors(tmp_path):
 
 
 def write_raw_dataset(path, name, values, **options):
-    """Replace a field of a saved file by a dataset made with ``options``, checksum right, header resealed."""
+    """Replace a field of a saved file by a dataset made with ``options`` (checksum right when ``values``
+    are given; a never-written array gets a dummy one, as its layout is refused first), header resealed."""
     with h5py.File(path, "r+") as f:
         del f[name]
-        dataset = f.create_dataset(name, data=values, **options) if values is not None else \
-            f.create_dataset(name, **options)
-        dataset.attrs["sha256"] = np.bytes_(hashlib.sha256(b"<f8;" + b",".join(str(n).encode() for n in dataset.shape)
-                                                          + b";" + np.zeros(dataset.shape).tobytes()).hexdigest())
+        if values is None:
+            dataset = f.create_dataset(name, **options)
+            digest = "0" * 64
+        else:
+            dataset = f.create_dataset(name, data=values, **options)
+            digest = hashlib.sha256(b"<f8;" + b",".join(str(n).encode() for n in dataset.shape) + b";"
+                                    + np.asarray(values, "<f8").tobytes()).hexdigest()
+        dataset.attrs["sha256"] = np.bytes_(digest)
     reseal(path)
 
 
