@@ -154,6 +154,8 @@ def _run_runs(args) -> int:
 
 
 def _run_fit_lds(args) -> int:
+    import numpy as np
+
     import lds
     from lds.data import drop_constant_channels, load_observations
 
@@ -167,7 +169,7 @@ def _run_fit_lds(args) -> int:
     num_channels = (y[0] if isinstance(y, list) else y).shape[-1]
     y, kept = drop_constant_channels(y)
     if len(kept) < num_channels:
-        constant = sorted(set(range(num_channels)) - set(kept.tolist()))
+        constant = np.setdiff1d(np.arange(num_channels), kept).tolist()
         print(f"note: leaving out {len(constant)} of {num_channels} channels that never change (0-based columns "
               f"{constant}): an LDS cannot model them; the model reads the other {len(kept)}")
     shape = f"{len(y)} trials" if isinstance(y, list) else "x".join(map(str, y.shape))

@@ -36,6 +36,7 @@ from lds.fileio import atomic_write_bytes
 
 from .datasets import DatasetCollection
 from .inspection import open_path
+from .lfads_torch import controller_input_dim
 from .model_trained_params import ModelTrainedParams
 from .report import write_report
 from .run_collection import RunCollection, RunSpec
@@ -81,7 +82,7 @@ def synthetic_model_trained_params(dataset_names, num_channels, run_params, seed
                for node in ast.walk(ast.parse(axis, mode="eval")) if isinstance(node, ast.Name)}
     sizes = {name: getattr(run_params, name, None) for name in symbols}
     sizes.update(c_enc_input_dim=run_params.c_in_factors_dim, c_gen_input_dim=run_params.c_co_dim,
-                 c_con_input_dim=2 * run_params.c_ci_enc_dim + run_params.c_factors_dim)
+                 c_con_input_dim=controller_input_dim(run_params.c_ci_enc_dim, run_params.c_factors_dim))
 
     def draw(spec, channels):
         dims = {name: int(channels if value is None else value) for name, value in sizes.items()

@@ -304,10 +304,17 @@ def read_lfads_torch(path, dataset_names: str | Iterable[str] | None = None, ver
     return params
 
 
+def controller_input_dim(ci_enc_dim: int, factors_dim: int) -> int:
+    """Inputs of lfads-torch's controller (and TF LFADS's non-causal one fed the factors):
+    ``[ci_fwd, ci_bwd, factors]``."""
+    return 2 * ci_enc_dim + factors_dim
+
+
 def _check_lfads_torch_inputs(dims: dict, path) -> None:
     """lfads-torch's encoders take the read-in's output; its controller takes ``[ci_fwd, ci_bwd, factors]``."""
     expected = {"c_enc_input_dim": dims["c_in_factors_dim"],
-                "c_con_input_dim": 2 * dims["c_ci_enc_dim"] + dims["c_factors_dim"] if dims["c_con_dim"] else 0}
+                "c_con_input_dim": controller_input_dim(dims["c_ci_enc_dim"], dims["c_factors_dim"])
+                if dims["c_con_dim"] else 0}
     for name, size in expected.items():
         if dims[name] != size:
             cell = "encoder.ic_enc.fwd_gru.cell" if name == "c_enc_input_dim" else "decoder.rnn.cell.con_cell"
@@ -388,7 +395,7 @@ def to_lfads_torch_state_dict(params: ModelTrainedParams) -> dict:
     out["decoder.con_h0"] = p["con_co"] if p["con_co"] is not None else np.zeros((1, 0), dtype)
     out["decoder.ic_to_g0.weight"] = np.eye(gen, dtype=dtype) if identity else p["g0_to_gen_ic_W"].T
     out["decoder.ic_to_g0.bias"] = np.zeros(gen, dtype) if identity else p["g0_to_gen_ic_b"][0]
-    inputs = {"con_gengru": 2 * dims["c_ci_enc_dim"] + dims["c_factors_dim"],
+    inputs = {"con_gengru": controller_input_dim(dims["c_ci_enc_dim"], dims["c_factors_dim"]),
               "gen_gengru": dims["c_gen_input_dim"]}
     for field, prefix in _CELLS.items():
         size = gen if field == "gen_gengru" else con
