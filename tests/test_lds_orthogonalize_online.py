@@ -63,14 +63,17 @@ def test_orthogonalize_accepts_results_batches_lists_and_sessions():
         lds.orthogonalize(multi, out_means["session_0"])
 
 
+def assert_orthogonalized_like_the_oracle(results, means, covs, C):
+    for r, m, c in zip(results, means, covs, strict=True):
+        expected_means, expected_covs = oracle.orthogonalize(r.means.numpy(), r.covariances.numpy(), C.numpy())
+        np.testing.assert_allclose(m.numpy(), expected_means, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(c.numpy(), expected_covs, rtol=1e-12, atol=1e-12)
+
+
 def test_orthogonalize_keeps_the_covariances_of_lists_of_results():
     p, y = data()
     for result in (lds.kalman_smoother(p, [y, y[:4]]), lds.kalman_filter(p, [y, y[:4]])):
-        means, covs = lds.orthogonalize(p, result)
-        for r, m, c in zip(result, means, covs, strict=True):
-            expected_means, expected_covs = oracle.orthogonalize(r.means.numpy(), r.covariances.numpy(), p.C.numpy())
-            np.testing.assert_allclose(m.numpy(), expected_means, rtol=1e-12, atol=1e-12)
-            np.testing.assert_allclose(c.numpy(), expected_covs, rtol=1e-12, atol=1e-12)
+        assert_orthogonalized_like_the_oracle(result, *lds.orthogonalize(p, result), p.C)
     multi = lds.random_stable_lds(2, [4, 5], seed=1)
     ys = {name: [lds.sample_lds(multi, T, session=name, seed=T).observations for T in (6, 9)]
           for name in multi.dataset_names}
@@ -78,11 +81,7 @@ def test_orthogonalize_keeps_the_covariances_of_lists_of_results():
     means, covs = lds.orthogonalize(multi, smoothed)
     for name in multi.dataset_names:
         assert [c.shape for c in covs[name]] == [(6, 2, 2), (9, 2, 2)]
-        for r, m, c in zip(smoothed[name], means[name], covs[name], strict=True):
-            expected_means, expected_covs = oracle.orthogonalize(r.means.numpy(), r.covariances.numpy(),
-                                                                 multi.C[name].numpy())
-            np.testing.assert_allclose(m.numpy(), expected_means, rtol=1e-12, atol=1e-12)
-            np.testing.assert_allclose(c.numpy(), expected_covs, rtol=1e-12, atol=1e-12)
+        assert_orthogonalized_like_the_oracle(smoothed[name], means[name], covs[name], multi.C[name])
 
 
 def test_orthogonalize_errors():
