@@ -65,6 +65,11 @@ def linear_scan(F: torch.Tensor, u: torch.Tensor, reverse: bool = False) -> torc
     return x.flip(-2) if reverse else x
 
 
+def _product_into(out: torch.Tensor, X: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
+    """``X [B, T, K] @ W`` written into ``out`` (a view of a result): no T×K temporary."""
+    return torch.bmm(X, W.expand(X.shape[0], -1, -1), out=out)
+
+
 def _scan_in_place(F: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """:func:`linear_scan` forwards, overwriting ``x`` (the ``u``) with the result."""
     power, shift, length = F, 1, x.shape[-2]
@@ -306,7 +311,7 @@ class SessionKernel:
         n = min(ric.length, T)
         K = m.A.shape[0]
         projected = Y @ self._projection  # all data terms at once: Cᵀ R⁻¹ y_t and dᵀ R⁻¹ y_t
-        H = projected[..., :K] - self._d_projected  # Cᵀ R⁻¹ (y_t - d)
+        H = projected[..., :K].sub_(self._d_projected)  # Cᵀ R⁻¹ (y_t - d), in place (column K stays)
         means = torch.empty(B, T, K, dtype=Y.dtype, device=Y.device)
         mean = m.m0.expand(B, -1)
         for t in range(n):  # transient: time-varying gain
@@ -317,13 +322,13 @@ class SessionKernel:
             P = ric.filtered[-1]
             gain = self.eye - P @ self.J
             F = gain @ m.A
-            u = H[:, n:] @ P
+            u = _product_into(means[:, n:], H[:, n:], P)  # the inputs u_t, then the means in place
             u += m.b @ gain.T
             u[:, 0] += mean @ F.T
-            means[:, n:] = _scan_in_place(F, u)
-        predicted_means = torch.empty_like(means)  # (fewer T×K temporaries: they are most of what is left)
+            _scan_in_place(F, u)
+        predicted_means = torch.empty_like(means)  # (few T×K temporaries: they are most of what is left)
         predicted_means[:, 0] = m.A @ m.m0
-        predicted_means[:, 1:] = means[:, :-1] @ m.A.T
+        _product_into(predicted_means[:, 1:], means[:, :-1], m.A.T)
         predicted_means += m.b
         if data_sums is None:  # each trial's own data terms
             data_terms = self._data_quadratic(Y), projected[..., K].sum(-1)
@@ -356,18 +361,27 @@ class SessionKernel:
             predicted_means, means = predicted_means * mask, means * mask
         steps = torch.tensor(lengths, device=Y.device)
         count = steps if data_terms[0].dim() else steps.sum()
-        pH, mH = (torch.linalg.vecdot(a.flatten(1), H.flatten(1)) for a in (predicted_means, means))
+        pH, mH = (torch.diagonal(a.mT @ H, dim1=-2, dim2=-1).sum(-1) for a in (predicted_means, means))  # Σ p·h
         pJp = (predicted_means.mT @ predicted_means * self.J).sum((-1, -2))  # Σ pᵀ J p
         pJm = (predicted_means.mT @ means * self.J).sum((-1, -2))  # Σ pᵀ J m
         quadratic = self._quadratic_from_terms(data_terms, count, pH, pJp)  # per trial, or the total
         if quadratic is None:
             quadratic = self._quadratic(self.whitened(Y, mask), predicted_means)
             quadratic = quadratic.sum() if count.dim() == 0 else quadratic
-        correction = mH - pJm - pH + pJp  # Σ r·(m - p)
+        correction = self._correction(H, means, predicted_means, (mH, pJm, pH, pJp))
         constant = steps * (self.num_observations * _LOG_2PI + self.log_det_R) + _log_det_sums(ric, steps)
         if count.dim() == 0:
             correction, constant = correction.sum(), constant.sum()
         return (-0.5 * constant - 0.5 * (quadratic - correction)).to(torch.float64)
+
+    def _correction(self, H, means, predicted_means, sums) -> torch.Tensor:
+        """``Σ_t r_t·(m_t - p_t)`` per trial with ``r = h - J p``, from the ``sums`` ``(Σ m·h, Σ pᵀ J m,
+        Σ p·h, Σ pᵀ J p)``; from ``r`` itself (two T×K temporaries) when the sums cancel by more
+        than 2 digits, as for states far from zero. Each term ``rᵀ P_{t|t} r`` is non-negative."""
+        correction = sums[0] - sums[1] - sums[2] + sums[3]
+        if bool((sum(term.abs() for term in sums) <= 100 * correction).all()):
+            return correction
+        return torch.linalg.vecdot(H - predicted_means @ self.J, means - predicted_means).sum(-1)
 
     def _quadratic(self, white, predicted_means) -> torch.Tensor:
         """``Σ_t |R^{-1/2} e_t|²`` per trial from the whitened innovations ``R^{-1/2} (y - d) - R^{-1/2} C x_{t|t-1}``."""
