@@ -41,12 +41,22 @@ from dataclasses import dataclass
 
 import torch
 
-from .errors import NotPositiveDefiniteError
+from .errors import NotPositiveDefiniteError, ValidationError
 
-__all__ = ["SessionKernel", "Convergence", "split_trials", "padded_batch", "linear_scan", "smoothed_covariances",
-           "lag_one_covariances", "data_moments"]
+__all__ = ["SessionKernel", "Convergence", "NonFiniteTrials", "split_trials", "padded_batch", "linear_scan",
+           "smoothed_covariances", "lag_one_covariances", "data_moments"]
 
 _LOG_2PI = math.log(2.0 * math.pi)
+
+
+class NonFiniteTrials(ValidationError):
+    """:meth:`SessionKernel.filter` found trials whose data sums are not finite (NaN, infinite
+    values, or values too large to square), before any other work; ``trials`` are their batch
+    indices. :mod:`lds.kalman` then looks at those trials' values and sends them to the plain path."""
+
+    def __init__(self, trials: list[int]):
+        super().__init__(f"the trials {trials} of the batch have non-finite data sums (NaN or infinite values)")
+        self.trials = trials
 
 
 def _sym(matrix: torch.Tensor) -> torch.Tensor:
@@ -303,10 +313,17 @@ class SessionKernel:
 
         Returns ``means``/``predicted_means`` ``[B, T, K]`` (meaningless after a trial's
         end), ``log_likelihood [B]`` (float64) and the covariances as ``riccati`` (see
-        :meth:`_Riccati.expanded`).
+        :meth:`_Riccati.expanded`). Without ``data_sums`` (EM's sums of checked data), each
+        trial's ``Σ yᵀ R⁻¹ y`` comes first: if one is not finite, :class:`NonFiniteTrials` is
+        raised, so the values need no separate pass to be checked.
         """
         m = self.model
         B, T, _ = Y.shape
+        if data_sums is None:
+            raw = self._data_quadratic(Y)  # a NaN or inf in y_t makes its Σ y² entry and so this sum non-finite
+            finite = torch.isfinite(raw)
+            if not bool(finite.all()):
+                raise NonFiniteTrials(torch.nonzero(~finite).flatten().tolist())
         ric = self.riccati(T)
         n = min(ric.length, T)
         K = m.A.shape[0]
@@ -331,7 +348,7 @@ class SessionKernel:
         _product_into(predicted_means[:, 1:], means[:, :-1], m.A.T)
         predicted_means += m.b
         if data_sums is None:  # each trial's own data terms
-            data_terms = self._data_quadratic(Y), projected[..., K].sum(-1)
+            data_terms = raw, projected[..., K].sum(-1)
         else:
             sum_y, sum_yy = data_sums
             data_terms = (sum_yy * self._inv_R).sum(), sum_y @ self._projection[:, K]
@@ -603,14 +620,15 @@ def data_moments(Y: torch.Tensor) -> tuple:
 
 
 def split_trials(trials, sessions, complete, max_padding: float = 0.25):
-    """Batches ``[(session, [trial indices])]`` of the ``complete`` trials (no NaN), and the indices of the others.
+    """Batches ``[(session, [trial indices])]`` of the ``complete`` trials (no NaN, or None: not
+    looked at yet), and the indices of the others.
 
     The trials of a session are sorted by length (longest first) and cut into batches whose
     zero padding (to the batch's longest trial) stays below ``max_padding`` of their data.
     """
     by_session, incomplete = {}, []
     for i, (s, ok) in enumerate(zip(sessions, complete)):
-        if ok:
+        if ok is not False:
             by_session.setdefault(s, []).append(i)
         else:
             incomplete.append(i)

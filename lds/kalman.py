@@ -26,7 +26,7 @@ from typing import NamedTuple
 import torch
 
 from .errors import NotPositiveDefiniteError, ValidationError
-from .fast import SessionKernel, lag_one_covariances, padded_batch, smoothed_covariances, split_trials
+from .fast import NonFiniteTrials, SessionKernel, lag_one_covariances, padded_batch, smoothed_covariances, split_trials
 from .observations import prepare
 from .params import KalmanParams
 from .results import Deferred, DeferredFields, ResultDisplay, stack_results
@@ -216,7 +216,7 @@ def _run(params: KalmanParams, y, method: str, smooth: bool):
     """Filter (and smooth) every trial; the observations and the flat per-trial results."""
     _check_method(method)
     params.validate()
-    params, obs = prepare(params, y)
+    params, obs = prepare(params, y, check_values=method == "plain")  # the fast path checks its trials itself
     models = session_models(params)
     results = [None] * obs.num_trials
     plain = range(obs.num_trials)
@@ -225,8 +225,8 @@ def _run(params: KalmanParams, y, method: str, smooth: bool):
         kernels = {}
         for s, indices in groups:
             kernel = kernels[s] = kernels.get(s) or SessionKernel(models[s])
-            Y, lengths = padded_batch(obs.trials, indices)
-            out = kernel.smooth(Y, lengths) if smooth else kernel.filter(Y, lengths)
+            out, indices, flagged = _fast_batch(kernel, obs, indices, smooth)
+            plain += flagged
             for j, i in enumerate(indices):
                 results[i] = _fast_result(out, j, obs.trials[i].shape[0], smooth)
     for i in plain:
@@ -235,6 +235,24 @@ def _run(params: KalmanParams, y, method: str, smooth: bool):
         result = filter_trial(models[s], obs.trials[i], label)
         results[i] = smooth_trial(models[s], result, label) if smooth else result
     return obs, results
+
+
+def _fast_batch(kernel: SessionKernel, obs, indices: list, smooth: bool):
+    """The fast path's output for the trials ``indices``, the indices it covers and those flagged
+    for the plain path. The kernel flags trials whose data sums are not finite; their values
+    are then looked at (infinite values are an error), and the batch runs again without them."""
+    flagged = []
+    while indices:
+        Y, lengths = padded_batch(obs.trials, indices)
+        try:
+            return (kernel.smooth(Y, lengths) if smooth else kernel.filter(Y, lengths)), indices, flagged
+        except NonFiniteTrials as found:
+            bad = {indices[j] for j in found.trials}
+            for i in sorted(bad):
+                obs.check_trial(i)  # NaN: missing data; finite values too large to square go plain too
+            flagged += sorted(bad)
+            indices = [i for i in indices if i not in bad]
+    return None, [], flagged
 
 
 def _fast_result(out: dict, j: int, T: int, smooth: bool):

@@ -38,19 +38,27 @@ class Observations:
     ``trials[i]`` is ``[T_i, N]`` for session ``sessions[i]`` (0-based index into the
     parameters' sessions). ``layouts`` holds one ``(kind, count)`` per input group,
     kind being ``"single"``, ``"batch"`` or ``"list"``; ``names`` the dict keys (None
-    when ``y`` was not a dict). ``complete[i]`` tells that trial ``i`` has no NaN (found
-    by the input check, so the fast path need not look again).
+    when ``y`` was not a dict); ``labels[i]`` names trial ``i`` in messages. ``complete[i]``
+    tells that trial ``i`` has no NaN (found by the input check, so the fast path need not
+    look again), or is None when the values were not looked at yet (see :func:`prepare`).
     """
 
     trials: list[torch.Tensor]
     sessions: list[int]
     layouts: list[tuple[str, int]]
     names: list[str] | None
-    complete: list[bool]
+    complete: list[bool | None]
+    labels: list[str]
 
     @property
     def num_trials(self) -> int:
         return len(self.trials)
+
+    def check_trial(self, i: int) -> bool:
+        """Look at trial ``i``'s values: :class:`ValidationError` for infinite values, else record
+        and return whether it has no NaN."""
+        self.complete[i] = _has_no_nan(self.labels[i], self.trials[i])
+        return self.complete[i]
 
     def regroup(self, per_trial: Sequence, stack: Callable[[list], Any]):
         """Arrange one result per trial like the input: single, stacked batch, list, dict."""
@@ -67,8 +75,13 @@ class Observations:
         return {name: group(*layout) for name, layout in zip(self.names, self.layouts)}
 
 
-def prepare(params: KalmanParams, y) -> tuple[KalmanParams, Observations]:
-    """Check ``y`` against ``params``; return both on the computation device and dtype."""
+def prepare(params: KalmanParams, y, check_values: bool = True) -> tuple[KalmanParams, Observations]:
+    """Check ``y`` against ``params``; return both on the computation device and dtype.
+
+    ``check_values=False`` checks the forms but not the values (``complete`` holds None): for
+    the fast filter, which finds trials with NaN or infinite values from sums it computes
+    anyway and then calls :meth:`Observations.check_trial` for them; it saves a pass over the data.
+    """
     if not isinstance(params, KalmanParams):
         raise ValidationError(f"params must be lds.KalmanParams, got {type(params).__name__}")
     if isinstance(y, Observations):
@@ -97,17 +110,20 @@ def prepare(params: KalmanParams, y) -> tuple[KalmanParams, Observations]:
                 "mapping session names to their data"
             )
         names, groups = None, [("y", y, 0)]
-    trials, sessions, layouts, complete = [], [], [], []
+    trials, sessions, layouts, labels = [], [], [], []
     Ns = params.num_observations if params.is_multi_session else [params.num_observations]
     for where, data, session in groups:
         kind, arrays = _split_trials(where, data)
         for label, array in arrays:
-            trial, finite = _checked_trial(label, array, Ns[session], dtype, device)
-            trials.append(trial)
-            complete.append(finite)
+            trials.append(_checked_trial(label, array, Ns[session], dtype, device))
+            labels.append(label)
             sessions.append(session)
         layouts.append((kind, len(arrays)))
-    return params, Observations(trials, sessions, layouts, names, complete)
+    observations = Observations(trials, sessions, layouts, names, [None] * len(trials), labels)
+    if check_values:
+        for i in range(len(trials)):
+            observations.check_trial(i)
+    return params, observations
 
 
 def _computation_dtype_device(y, params):
@@ -172,8 +188,8 @@ def real_tensor(where: str, array, dtype, device) -> torch.Tensor:
     return torch.as_tensor(values.astype(np.float64, copy=False), dtype=dtype, device=device)
 
 
-def _checked_trial(where, array, N, dtype, device) -> tuple[torch.Tensor, bool]:
-    """The trial as a tensor of ``dtype`` on ``device``, and whether it has no NaN; infinite values are an error."""
+def _checked_trial(where, array, N, dtype, device) -> torch.Tensor:
+    """The trial as a tensor of ``dtype`` on ``device``, of shape ``[T >= 1, N]``."""
     tensor = real_tensor(where, array, dtype, device)
     if tensor.shape[-1] != N:
         raise ShapeError(
@@ -182,8 +198,13 @@ def _checked_trial(where, array, N, dtype, device) -> tuple[torch.Tensor, bool]:
         )
     if tensor.shape[0] < 1:
         raise ShapeError(f"{where} has no time steps (shape {tuple(tensor.shape)})")
+    return tensor
+
+
+def _has_no_nan(where, tensor) -> bool:
+    """Whether ``tensor`` has no NaN; infinite values are an error (only NaN marks missing data)."""
     if bool(torch.isfinite(tensor.sum())):  # one cheap pass: no NaN, no inf (the usual case)
-        return tensor, True
+        return True
     infinite = torch.isinf(tensor)
     if bool(infinite.any()):
         t, n = (int(i) for i in torch.nonzero(infinite)[0])
@@ -191,7 +212,7 @@ def _checked_trial(where, array, N, dtype, device) -> tuple[torch.Tensor, bool]:
             f"{where} has infinite values (first at time {t}, observation {n}); "
             "only NaN may mark missing data"
         )
-    return tensor, not bool(torch.isnan(tensor).any())  # a sum can overflow with finite values
+    return not bool(torch.isnan(tensor).any())  # a sum can overflow with finite values
 
 
 def trials_by_session(y) -> tuple[list[str] | None, list[list[torch.Tensor]]]:
@@ -216,5 +237,8 @@ def trials_by_session(y) -> tuple[list[str] | None, list[list[torch.Tensor]]]:
     for where, data in groups:
         _, arrays = _split_trials(where, data)
         N = _shape(arrays[0][1])[-1]
-        sessions.append([_checked_trial(label, array, N, dtype, device)[0] for label, array in arrays])
+        checked = [_checked_trial(label, array, N, dtype, device) for label, array in arrays]
+        for (label, _), trial in zip(arrays, checked):
+            _has_no_nan(label, trial)  # infinite values are an error here too
+        sessions.append(checked)
     return names, sessions

@@ -235,6 +235,32 @@ def test_the_input_check_marks_trials_with_nan():
     assert obs.complete == [True, False, True]
     with pytest.raises(ValidationError, match="infinite"):
         prepare(p, [torch.ones(5, 2), torch.full((2, 2), float("inf"))])
+    _, unchecked = prepare(p, [gap, huge], check_values=False)
+    assert unchecked.complete == [None, None]
+    assert [unchecked.check_trial(1), unchecked.check_trial(0)] == [True, False] and unchecked.complete == [False, True]
+
+
+def test_the_fast_path_finds_nan_and_huge_values_from_its_own_sums(monkeypatch):
+    p = lds.random_stable_lds(2, 3, seed=0)
+    p.R = p.R + 0.1  # full R: the sums of the column blocks
+    y = lds.sample_lds(p, 20, num_trials=4, seed=1).observations.clone()
+    y[1, 5, 0] = float("nan")  # missing data: the plain path
+    y[2] *= 1e160  # finite, but the squares overflow: the plain path too
+    looked_at = []
+    check = lds.observations.Observations.check_trial
+    monkeypatch.setattr(lds.observations.Observations, "check_trial",
+                        lambda self, i: looked_at.append(i) or check(self, i))
+    fast = lds.kalman_smoother(p, y)
+    assert looked_at == [1, 2]  # only the flagged trials: no separate pass over the values
+    plain = lds.kalman_smoother(p, y, method="plain")
+    assert torch.isneginf(fast.log_likelihood[2]) and torch.isneginf(plain.log_likelihood[2])
+    for name in ("means", "covariances", "lag_one_covariances"):
+        assert_close(getattr(fast, name).numpy(), getattr(plain, name).numpy(), name)
+    assert_close(fast.log_likelihood[[0, 1, 3]].numpy(), plain.log_likelihood[[0, 1, 3]].numpy(), "log-likelihood")
+    bad = y.clone()
+    bad[3, 7, 2] = float("inf")
+    with pytest.raises(ValidationError, match=r"y\[3\] has infinite values \(first at time 7, observation 2\)"):
+        lds.kalman_filter(p, bad)
 
 
 @settings(max_examples=10, deadline=None)
@@ -288,6 +314,7 @@ def test_log_likelihood_per_trial_with_many_channels_and_full_R(N):
 
 def test_em_sums_fall_back_to_innovations_when_they_would_cancel():
     # states far from zero, fitted almost exactly: Σ yᵀR⁻¹y exceeds the innovation term ~10⁸-fold
+    # (and the four sums of the correction Σ r·(m - p) cancel too)
     p = rotation_system(0.5, N=4, noise=1e-2, r_scale=1e-2, seed=8)
     p.b = torch.tensor([100.0, -50.0], dtype=torch.float64)
     y = lds.sample_lds(p, 300, seed=9).observations
