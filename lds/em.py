@@ -321,9 +321,12 @@ def m_step(params: KalmanParams, stats: SufficientStatistics, estimate=None) -> 
 
 
 def _check_estimated_noise(R: torch.Tensor, num_steps: int, name) -> None:
-    """A clear error when the M-step's R is singular (too little data for a full R)."""
-    if int(torch.linalg.cholesky_ex(R)[1]) != 0:
-        N = R.shape[0]
+    """A clear error when the M-step's R is singular to working precision (too little data for a
+    full R): its Cholesky factorization fails, or a pivot is below ``N eps`` of R's largest variance."""
+    factor, info = torch.linalg.cholesky_ex(R)
+    N = R.shape[0]
+    floor = N * torch.finfo(R.dtype).eps * float(torch.diagonal(R).max())
+    if int(info) != 0 or float(torch.diagonal(factor).square().min()) <= floor:
         where = f" of session {name!r}" if name else ""
         raise NotPositiveDefiniteError(
             f"the estimated measurement_noise_covariance{where} ({N} x {N}, from {num_steps} time steps) is not "
