@@ -20,6 +20,9 @@ observation); same results up to round-off. What makes it fast, all of it exact:
   ``dᵀ R⁻¹ y_t`` comes with ``h_t`` from the same product; EM keeps the data's sums
   between iterations, the filter takes each trial's own ``Σ y_tᵀ R⁻¹ y_t`` (for a full R
   the O(T·N²) cost of that term itself, halved by using R's symmetry);
+- all data terms come from one pass over the data, 1024 steps at a time, so that every
+  product reads them from cache; a non-finite ``Σ y_tᵀ R⁻¹ y_t`` flags NaN or infinite
+  values, so the data need no separate check;
 - the EM moments are sums over time written as matrix products; nothing of size
   T×N×N or T×K×K×K is allocated (T×K×K is);
 - trials of unequal length are padded with zeros into one batch (:func:`split_trials`
@@ -319,15 +322,14 @@ class SessionKernel:
         """
         m = self.model
         B, T, _ = Y.shape
-        if data_sums is None:
-            raw = self._data_quadratic(Y)  # a NaN or inf in y_t makes its Σ y² entry and so this sum non-finite
+        projected, raw = self._data_pass(Y, quadratic=data_sums is None)
+        if raw is not None:  # a NaN or inf in y_t makes its Σ y² entry and so this sum non-finite
             finite = torch.isfinite(raw)
             if not bool(finite.all()):
                 raise NonFiniteTrials(torch.nonzero(~finite).flatten().tolist())
         ric = self.riccati(T)
         n = min(ric.length, T)
         K = m.A.shape[0]
-        projected = Y @ self._projection  # all data terms at once: Cᵀ R⁻¹ y_t and dᵀ R⁻¹ y_t
         H = projected[..., :K].sub_(self._d_projected)  # Cᵀ R⁻¹ (y_t - d), in place (column K stays)
         means = torch.empty(B, T, K, dtype=Y.dtype, device=Y.device)
         mean = m.m0.expand(B, -1)
@@ -356,13 +358,31 @@ class SessionKernel:
                                               _mask(lengths, T, Y.device), data_terms)
         return dict(means=means, predicted_means=predicted_means, riccati=ric, log_likelihood=log_likelihood)
 
-    def _data_quadratic(self, Y: torch.Tensor) -> torch.Tensor:
-        """``Σ_t y_tᵀ R⁻¹ y_t`` per trial of ``Y [B, T, N]``: O(T·N) for a diagonal R, else the
-        products ``Y_iᵀ Y_j`` of the column blocks on and above the diagonal only (half of ``Yᵀ Y``)."""
-        if self._inv_std is not None:
-            return (_sum_of_squares(Y) * self._inv_std.square()).sum(-1)
-        return sum(((Y[..., start:stop].mT @ Y[..., start:]) * weights).sum((-1, -2))
-                   for start, stop, weights in self._weight_blocks)
+    def _data_pass(self, Y: torch.Tensor, quadratic: bool, rows: int = 1024) -> tuple:
+        """All data terms of ``Y [B, T, N]`` in one pass, ``rows`` time steps at a time (they stay
+        in cache for every product): ``Y R⁻¹ [C, d]`` ``[B, T, K+1]`` and, if ``quadratic``, each
+        trial's ``Σ_t y_tᵀ R⁻¹ y_t`` (else None). That sum is O(T·N) for a diagonal R, else made
+        from the products ``Y_iᵀ Y_j`` of the column blocks on and above the diagonal only
+        (half of ``Yᵀ Y``)."""
+        B, T, N = Y.shape
+        projected = Y.new_empty(B, T, self._projection.shape[1])
+        diagonal = self._inv_std is not None
+        if quadratic:
+            sums = [Y.new_zeros(B, N)] if diagonal else [Y.new_zeros(B, stop - start, N - start)
+                                                        for start, stop, _ in self._weight_blocks]
+        for i in range(0, T, rows):
+            chunk = Y[:, i:i + rows]
+            _product_into(projected[:, i:i + rows], chunk, self._projection)
+            if quadratic and diagonal:
+                sums[0] += chunk.square().sum(-2)
+            elif quadratic:
+                for total, (start, stop, _) in zip(sums, self._weight_blocks):
+                    total.baddbmm_(chunk[..., start:stop].mT, chunk[..., start:])
+        if not quadratic:
+            return projected, None
+        if diagonal:
+            return projected, (sums[0] * self._inv_std.square()).sum(-1)
+        return projected, sum((total * weights).sum((-1, -2)) for total, (_, _, weights) in zip(sums, self._weight_blocks))
 
     def _log_likelihood(self, Y, H, means, predicted_means, ric, lengths, mask, data_terms):
         """``Σ_t log N(y_t; C x_{t|t-1} + d, S_t)`` per trial, or its total over the trials (0-dim)
@@ -599,11 +619,6 @@ def _upper_blocks(M: torch.Tensor, width: int = 48) -> list:
     upper = torch.triu(2 * M - torch.diag(torch.diagonal(M)))
     return [(start, min(start + width, M.shape[0]), upper[start:start + width, start:])
             for start in range(0, M.shape[0], width)]
-
-
-def _sum_of_squares(Y: torch.Tensor, block: int = 1024) -> torch.Tensor:
-    """``Σ_t y_t²`` per trial and channel of ``Y [B, T, N]``, a block of rows at a time (no T×N temporary)."""
-    return sum(Y[:, i:i + block].square().sum(-2) for i in range(0, Y.shape[1], block))
 
 
 def _log_det_sums(ric: _Riccati, lengths: torch.Tensor) -> torch.Tensor:

@@ -312,6 +312,30 @@ def test_log_likelihood_per_trial_with_many_channels_and_full_R(N):
     assert float(fast[0].log_likelihood) == pytest.approx(reference["log_like"], rel=TOL)
 
 
+@pytest.mark.parametrize("full_R", [False, True])
+def test_long_trials_are_read_in_blocks_of_rows_like_one_pass(full_R):
+    # the data terms come a block of 1024 steps at a time: several blocks and a remainder
+    p = lds.random_stable_lds(2, 5, offsets=True, seed=3)
+    p.R = p.R + 0.2 if full_R else torch.diag(torch.diagonal(p.R))
+    trials = [lds.sample_lds(p, T, seed=T).observations for T in (2100, 1500, 1030)]
+    A, Q, C, R, m0, V0 = numpy_params(p)
+    fast = lds.kalman_filter(p, trials)
+    for f, y in zip(fast, trials):
+        reference = oracle.kalman_filter(y.numpy(), A, Q, C, R, m0, V0, p.b.numpy(), p.d.numpy())
+        assert float(f.log_likelihood) == pytest.approx(reference["log_like"], rel=TOL)
+        assert_close(f.means.numpy(), reference["means"], "filtered means")
+    Y, lengths = padded_batch(trials, [0, 1, 2])
+    kernel = SessionKernel(session_models(p)[0])
+    projected, quadratic = kernel._data_pass(Y, quadratic=True)
+    R_inv = np.linalg.inv(R)
+    for i, y in enumerate(trials):
+        y = y.numpy()
+        assert float(quadratic[i]) == pytest.approx(np.einsum("tn,nm,tm->", y, R_inv, y), rel=TOL)
+        expected = y @ R_inv @ np.column_stack([C, p.d.numpy()])
+        assert_close(projected[i, :len(y)].numpy(), expected, "projected data")
+    assert_statistics_close(lds.expected_statistics(p, trials), lds.expected_statistics(p, trials, method="plain"))
+
+
 def test_em_sums_fall_back_to_innovations_when_they_would_cancel():
     # states far from zero, fitted almost exactly: Σ yᵀR⁻¹y exceeds the innovation term ~10⁸-fold
     # (and the four sums of the correction Σ r·(m - p) cancel too)
