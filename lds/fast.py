@@ -45,6 +45,7 @@ from dataclasses import dataclass
 import torch
 
 from .errors import NotPositiveDefiniteError, ValidationError
+from .results import stack_tensors
 
 __all__ = ["SessionKernel", "Convergence", "NonFiniteTrials", "split_trials", "padded_batch", "linear_scan",
            "smoothed_covariances", "lag_one_covariances", "data_moments"]
@@ -358,31 +359,36 @@ class SessionKernel:
                                               _mask(lengths, T, Y.device), data_terms)
         return dict(means=means, predicted_means=predicted_means, riccati=ric, log_likelihood=log_likelihood)
 
-    def _data_pass(self, Y: torch.Tensor, quadratic: bool, rows: int = 1024) -> tuple:
-        """All data terms of ``Y [B, T, N]`` in one pass, ``rows`` time steps at a time (they stay
-        in cache for every product): ``Y R⁻¹ [C, d]`` ``[B, T, K+1]`` and, if ``quadratic``, each
-        trial's ``Σ_t y_tᵀ R⁻¹ y_t`` (else None). That sum is O(T·N) for a diagonal R, else made
-        from the products ``Y_iᵀ Y_j`` of the column blocks on and above the diagonal only
-        (half of ``Yᵀ Y``)."""
+    def _data_pass(self, Y: torch.Tensor, quadratic: bool) -> tuple:
+        """All data terms of ``Y [B, T, N]`` in one pass, a block of about 1024 time steps at a time
+        (it stays in cache for every product): ``Y R⁻¹ [C, d]`` ``[B, T, K+1]`` and, if
+        ``quadratic``, each trial's ``Σ_t y_tᵀ R⁻¹ y_t`` (else None). That sum is O(T·N) for a
+        diagonal R, else made from the products ``Y_iᵀ Y_j`` of the column blocks on and above
+        the diagonal only (half of ``Yᵀ Y``)."""
         B, T, N = Y.shape
         projected = Y.new_empty(B, T, self._projection.shape[1])
         diagonal = self._inv_std is not None
-        if quadratic:
-            sums = [Y.new_zeros(B, N)] if diagonal else [Y.new_zeros(B, stop - start, N - start)
+        if quadratic:  # Σ y² per channel (diagonal R) or the block products, per trial
+            sums = [Y.new_empty(B, N)] if diagonal else [Y.new_empty(B, stop - start, N - start)
                                                         for start, stop, _ in self._weight_blocks]
-        for i in range(0, T, rows):
-            chunk = Y[:, i:i + rows]
-            _product_into(projected[:, i:i + rows], chunk, self._projection)
+        for trials, steps in _row_blocks(B, T):
+            chunk = Y[trials, steps]
+            _product_into(projected[trials, steps], chunk, self._projection)
             if quadratic and diagonal:
-                sums[0] += chunk.square().sum(-2)
+                part = chunk.square().sum(-2)
+                sums[0][trials] = part if steps.start == 0 else sums[0][trials] + part
             elif quadratic:
                 for total, (start, stop, _) in zip(sums, self._weight_blocks):
-                    total.baddbmm_(chunk[..., start:stop].mT, chunk[..., start:])
+                    left, right = chunk[..., start:stop].mT, chunk[..., start:]
+                    if steps.start == 0:
+                        torch.bmm(left, right, out=total[trials])
+                    else:
+                        total[trials].baddbmm_(left, right)
         if not quadratic:
             return projected, None
         if diagonal:
-            return projected, (sums[0] * self._inv_std.square()).sum(-1)
-        return projected, sum((total * weights).sum((-1, -2)) for total, (_, _, weights) in zip(sums, self._weight_blocks))
+            return projected, sums[0] @ self._inv_std.square()
+        return projected, sum(total.flatten(1) @ weights for total, (_, _, weights) in zip(sums, self._weight_blocks))
 
     def _log_likelihood(self, Y, H, means, predicted_means, ric, lengths, mask, data_terms):
         """``Σ_t log N(y_t; C x_{t|t-1} + d, S_t)`` per trial, or its total over the trials (0-dim)
@@ -611,13 +617,23 @@ def _mask(lengths: list | None, T: int, device) -> torch.Tensor | None:
     return (steps < torch.tensor(lengths, device=device)[:, None])[..., None]
 
 
+def _row_blocks(B: int, T: int, rows: int = 1024):
+    """``(trials, steps)`` slices that cover ``[B, T]`` in blocks of about ``rows`` time steps:
+    a run of whole trials when they are short, else a run of steps of one trial."""
+    steps = min(T, rows)
+    per_block = max(1, rows // steps)
+    for b in range(0, B, per_block):
+        for t in range(0, T, steps):
+            yield slice(b, b + per_block), slice(t, t + steps)
+
+
 def _upper_blocks(M: torch.Tensor, width: int = 48) -> list:
-    """``[(start, stop, weights)]`` with ``Σ_t y_tᵀ M y_t = Σ (Y[:, start:stop]ᵀ Y[:, start:] * weights).sum()``
+    """``[(start, stop, weights)]`` with ``Σ_t y_tᵀ M y_t = Σ (Y[:, start:stop]ᵀ Y[:, start:]).flatten() @ weights``
     for a symmetric ``M``: block rows of ``M``'s upper triangle with the off-diagonal entries doubled
     (they stand for the lower triangle, as the products are symmetric too). Width 48 was fastest
     for N = 142 on a 2-core x86 CPU (MKL)."""
     upper = torch.triu(2 * M - torch.diag(torch.diagonal(M)))
-    return [(start, min(start + width, M.shape[0]), upper[start:start + width, start:])
+    return [(start, min(start + width, M.shape[0]), upper[start:start + width, start:].flatten())
             for start in range(0, M.shape[0], width)]
 
 
@@ -666,8 +682,7 @@ def padded_batch(trials, indices) -> tuple:
     (None when all have the same length)."""
     lengths = [trials[i].shape[0] for i in indices]
     if len(set(lengths)) == 1:
-        Y = trials[indices[0]][None] if len(indices) == 1 else torch.stack([trials[i] for i in indices])
-        return Y, None
+        return stack_tensors([trials[i] for i in indices]), None
     first = trials[indices[0]]
     Y = first.new_zeros(len(indices), max(lengths), first.shape[1])
     for j, i in enumerate(indices):

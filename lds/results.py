@@ -63,6 +63,20 @@ def _describe(value) -> str:
     return format_value(value)
 
 
+def stack_tensors(tensors: list) -> torch.Tensor:
+    """``torch.stack(tensors)``, or a view without a copy when they already are the consecutive,
+    non-overlapping entries of one tensor (a batch split into trials, or the trials of a fast-path batch)."""
+    first = tensors[0]
+    step = tensors[1].storage_offset() - first.storage_offset() if len(tensors) > 1 else first.numel()
+    extent = 1 + sum((n - 1) * s for n, s in zip(first.shape, first.stride()))
+    same = all(t.shape == first.shape and t.stride() == first.stride() and t.dtype == first.dtype
+               and t.untyped_storage().data_ptr() == first.untyped_storage().data_ptr()
+               and t.storage_offset() == first.storage_offset() + j * step for j, t in enumerate(tensors))
+    if same and step >= extent and first.numel() > 0:
+        return first.as_strided((len(tensors), *first.shape), (step, *first.stride()))
+    return torch.stack(tensors)
+
+
 def stack_results(items: list):
     """One result whose tensors gain a leading trial axis (for a batch ``[B, T, N]``)."""
     first = items[0]
@@ -73,7 +87,7 @@ def stack_results(items: list):
             values[field.name] = Deferred(lambda name=field.name: torch.stack([getattr(i, name) for i in items]),
                                           (len(items), *parts[0].shape), parts[0].dtype)
         elif torch.is_tensor(parts[0]):
-            values[field.name] = torch.stack(parts)
+            values[field.name] = stack_tensors(parts)
         elif dataclasses.is_dataclass(parts[0]):
             values[field.name] = stack_results(parts)
         else:

@@ -12,7 +12,7 @@ import lds
 import oracle_numpy as oracle
 from lds.errors import ValidationError
 from lds.observations import prepare
-from lds.results import Deferred
+from lds.results import Deferred, stack_tensors
 from lds.fast import SessionKernel, lag_one_covariances, linear_scan, padded_batch, smoothed_covariances, split_trials
 from lds.kalman import session_models
 from lds_threads import one_thread  # noqa: F401  (autouse fixture)
@@ -215,6 +215,23 @@ def test_covariances_are_made_when_read_and_owned_by_each_result():
         assert not torch.equal(first.predicted_covariances[0], second.predicted_covariances[0])
 
 
+def test_stacking_the_trials_of_one_batch_is_a_view():
+    batch = torch.randn(4, 6, 3, dtype=torch.float64)
+    trials, entries = list(batch.unbind(0)), list(batch[:, 0, 0].unbind(0))
+    for parts in (trials, entries, trials[1:3], trials[:1], trials[::2]):  # (every other trial: a strided view)
+        stacked = stack_tensors(parts)
+        assert torch.equal(stacked, torch.stack(parts)) and stacked.data_ptr() == parts[0].data_ptr()
+    windows = [batch[0, i:i + 3] for i in range(3)]  # consecutive but overlapping: copied
+    for parts in (windows, trials[::-1], [trials[0], trials[1], trials[3]], [trials[0], trials[1].clone()]):
+        stacked = stack_tensors(parts)
+        assert torch.equal(stacked, torch.stack(parts)) and stacked.data_ptr() != parts[0].data_ptr()
+    p = lds.random_stable_lds(2, 3, seed=0)
+    y = lds.sample_lds(p, 30, num_trials=4, seed=1).observations
+    fast, plain = lds.kalman_filter(p, y), lds.kalman_filter(p, y, method="plain")
+    assert_close(fast.means.numpy(), plain.means.numpy(), "batch means")
+    assert_close(fast.log_likelihood.numpy(), plain.log_likelihood.numpy(), "batch log-likelihoods")
+
+
 def test_trials_are_batched_with_bounded_padding():
     trials = [torch.zeros(T, 2) for T in (100, 95, 30, 90, 29, 5, 80)]
     trials.append(torch.full((50, 2), float("nan")))
@@ -324,15 +341,15 @@ def test_long_trials_are_read_in_blocks_of_rows_like_one_pass(full_R):
         reference = oracle.kalman_filter(y.numpy(), A, Q, C, R, m0, V0, p.b.numpy(), p.d.numpy())
         assert float(f.log_likelihood) == pytest.approx(reference["log_like"], rel=TOL)
         assert_close(f.means.numpy(), reference["means"], "filtered means")
-    Y, lengths = padded_batch(trials, [0, 1, 2])
-    kernel = SessionKernel(session_models(p)[0])
-    projected, quadratic = kernel._data_pass(Y, quadratic=True)
-    R_inv = np.linalg.inv(R)
-    for i, y in enumerate(trials):
-        y = y.numpy()
-        assert float(quadratic[i]) == pytest.approx(np.einsum("tn,nm,tm->", y, R_inv, y), rel=TOL)
-        expected = y @ R_inv @ np.column_stack([C, p.d.numpy()])
-        assert_close(projected[i, :len(y)].numpy(), expected, "projected data")
+    kernel, R_inv = SessionKernel(session_models(p)[0]), np.linalg.inv(R)
+    short = lds.sample_lds(p, 100, num_trials=25, seed=5).observations  # blocks of 10 whole trials
+    for Y in (padded_batch(trials, [0, 1, 2])[0], short):
+        projected, quadratic = kernel._data_pass(Y, quadratic=True)
+        for i, y in enumerate(trials if Y.shape[1] > 100 else short):
+            y = y.numpy()
+            assert float(quadratic[i]) == pytest.approx(np.einsum("tn,nm,tm->", y, R_inv, y), rel=TOL)
+            expected = y @ R_inv @ np.column_stack([C, p.d.numpy()])
+            assert_close(projected[i, :len(y)].numpy(), expected, "projected data")
     assert_statistics_close(lds.expected_statistics(p, trials), lds.expected_statistics(p, trials, method="plain"))
 
 
