@@ -75,8 +75,7 @@ def linear_scan(F: torch.Tensor, u: torch.Tensor, reverse: bool = False) -> torc
     ``eps²`` (for a stable F the remaining terms are below round-off, and it avoids
     slow subnormal arithmetic).
     """
-    x = _scan_in_place(F, u.flip(-2) if reverse else u.clone())
-    return x.flip(-2) if reverse else x
+    return _scan_in_place(F, u.clone(), reverse)
 
 
 def _product_into(out: torch.Tensor, X: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
@@ -84,12 +83,16 @@ def _product_into(out: torch.Tensor, X: torch.Tensor, W: torch.Tensor) -> torch.
     return torch.bmm(X, W.expand(X.shape[0], -1, -1), out=out)
 
 
-def _scan_in_place(F: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """:func:`linear_scan` forwards, overwriting ``x`` (the ``u``) with the result."""
+def _scan_in_place(F: torch.Tensor, x: torch.Tensor, reverse: bool = False) -> torch.Tensor:
+    """:func:`linear_scan`, overwriting ``x`` (the ``u``) with the result."""
     power, shift, length = F, 1, x.shape[-2]
     negligible = torch.finfo(F.dtype).eps ** 2
     while shift < length and float(power.abs().max()) > negligible:
-        x[..., shift:, :] += x[..., :-shift, :] @ power.T  # right side is evaluated before the add
+        later, earlier = x[..., shift:, :], x[..., :-shift, :]
+        if reverse:
+            earlier += later @ power.T  # the right side is evaluated before the add
+        else:
+            later += earlier @ power.T
         power, shift = power @ power, 2 * shift
     return x
 
@@ -556,12 +559,13 @@ class SessionKernel:
         means = torch.empty_like(fm)
         start = max(n - 1, 0)  # the gains are constant from here on: backward linear recurrence
         G = gains[-1]
-        u = fm[:, start:].clone()  # u_t = x_{t|t} - x_{t+1|t} Gᵀ before a trial's last step, x_{t|t} at it
+        u = means[:, start:]  # u_t = x_{t|t} - x_{t+1|t} Gᵀ before a trial's last step, x_{t|t} at it
+        u.copy_(fm[:, start:])
         u[:, :-1] -= pm[:, start + 1:] @ G.T
         if ends is not None:
             times = torch.arange(start, T, device=Y.device)
-            u = torch.where((times < ends)[..., None], u, torch.where((times == ends)[..., None], fm[:, start:], 0.0))
-        means[:, start:] = linear_scan(G, u, reverse=True)
+            u.copy_(torch.where((times < ends)[..., None], u, torch.where((times == ends)[..., None], fm[:, start:], 0.0)))
+        _scan_in_place(G, u, reverse=True)  # the smoothed means, in place
         for t in range(start - 1, -1, -1):
             step = fm[:, t] + (means[:, t + 1] - pm[:, t + 1]) @ gains[t].T
             if ends is not None:
