@@ -51,6 +51,10 @@ __all__ = ["SessionKernel", "Convergence", "NonFiniteTrials", "split_trials", "p
            "smoothed_covariances", "lag_one_covariances", "data_moments"]
 
 _LOG_2PI = math.log(2.0 * math.pi)
+# Data terms are summed over blocks of about _BLOCK_ROWS time steps (they stay in cache for every
+# product) and, for Σ y yᵀ-like products, over column blocks _BLOCK_WIDTH wide on and above the
+# diagonal (symmetry halves the work); both were fastest for N = 142 on a 2-core x86 CPU (MKL).
+_BLOCK_ROWS, _BLOCK_WIDTH = 1024, 48
 
 
 class NonFiniteTrials(ValidationError):
@@ -363,7 +367,7 @@ class SessionKernel:
         return dict(means=means, predicted_means=predicted_means, riccati=ric, log_likelihood=log_likelihood)
 
     def _data_pass(self, Y: torch.Tensor, quadratic: bool) -> tuple:
-        """All data terms of ``Y [B, T, N]`` in one pass, a block of about 1024 time steps at a time
+        """All data terms of ``Y [B, T, N]`` in one pass, a block of about ``_BLOCK_ROWS`` time steps at a time
         (it stays in cache for every product): ``Y R⁻¹ [C, d]`` ``[B, T, K+1]`` and, if
         ``quadratic``, each trial's ``Σ_t y_tᵀ R⁻¹ y_t`` (else None). That sum is O(T·N) for a
         diagonal R, else made from the products ``Y_iᵀ Y_j`` of the column blocks on and above
@@ -564,7 +568,8 @@ class SessionKernel:
         u[:, :-1] -= pm[:, start + 1:] @ G.T
         if ends is not None:
             times = torch.arange(start, T, device=Y.device)
-            u.copy_(torch.where((times < ends)[..., None], u, torch.where((times == ends)[..., None], fm[:, start:], 0.0)))
+            at_end = torch.where((times == ends)[..., None], fm[:, start:], 0.0)
+            u.copy_(torch.where((times < ends)[..., None], u, at_end))
         _scan_in_place(G, u, reverse=True)  # the smoothed means, in place
         for t in range(start - 1, -1, -1):
             step = fm[:, t] + (means[:, t + 1] - pm[:, t + 1]) @ gains[t].T
@@ -621,7 +626,7 @@ def _mask(lengths: list | None, T: int, device) -> torch.Tensor | None:
     return (steps < torch.tensor(lengths, device=device)[:, None])[..., None]
 
 
-def _row_blocks(B: int, T: int, rows: int = 1024):
+def _row_blocks(B: int, T: int, rows: int = _BLOCK_ROWS):
     """``(trials, steps)`` slices that cover ``[B, T]`` in blocks of about ``rows`` time steps:
     a run of whole trials when they are short, else a run of steps of one trial."""
     steps = min(T, rows)
@@ -631,11 +636,11 @@ def _row_blocks(B: int, T: int, rows: int = 1024):
             yield slice(b, b + per_block), slice(t, t + steps)
 
 
-def _upper_blocks(M: torch.Tensor, width: int = 48) -> list:
-    """``[(start, stop, weights)]`` with ``Σ_t y_tᵀ M y_t = Σ (Y[:, start:stop]ᵀ Y[:, start:]).flatten() @ weights``
+def _upper_blocks(M: torch.Tensor, width: int = _BLOCK_WIDTH) -> list:
+    """``[(start, stop, weights)]`` with
+    ``Σ_t y_tᵀ M y_t = Σ (Y[:, start:stop]ᵀ Y[:, start:]).flatten() @ weights``
     for a symmetric ``M``: block rows of ``M``'s upper triangle with the off-diagonal entries doubled
-    (they stand for the lower triangle, as the products are symmetric too). Width 48 was fastest
-    for N = 142 on a 2-core x86 CPU (MKL)."""
+    (they stand for the lower triangle, as the products are symmetric too)."""
     upper = torch.triu(2 * M - torch.diag(torch.diagonal(M)))
     return [(start, min(start + width, M.shape[0]), upper[start:start + width, start:].flatten())
             for start in range(0, M.shape[0], width)]
@@ -648,10 +653,19 @@ def _log_det_sums(ric: _Riccati, lengths: torch.Tensor) -> torch.Tensor:
     return cumulative[computed - 1] + (lengths - computed) * ric.log_det_gain[-1]
 
 
-def data_moments(Y: torch.Tensor) -> tuple:
-    """``(Σ y, Σ y yᵀ)`` over all rows of ``Y [..., N]``."""
-    flat = Y.reshape(-1, Y.shape[-1])
-    return flat.sum(0), flat.T @ flat
+def data_moments(Y: torch.Tensor, rows: int = _BLOCK_ROWS, width: int = _BLOCK_WIDTH) -> tuple:
+    """``(Σ y, Σ y yᵀ)`` over all rows of ``Y [..., N]``, in one pass a block of ``rows`` rows at a
+    time; ``Σ y yᵀ`` from its column blocks on and above the diagonal (about half of the work)."""
+    N = Y.shape[-1]
+    flat = Y.reshape(-1, N)
+    total, gram = flat.new_zeros(N), flat.new_zeros(N, N)
+    for row in range(0, flat.shape[0], rows):
+        chunk = flat[row:row + rows]
+        total += chunk.sum(0)
+        for start in range(0, N, width):
+            gram[start:start + width, start:].addmm_(chunk[:, start:start + width].T, chunk[:, start:])
+    upper = torch.triu(gram)
+    return total, upper + torch.triu(gram, 1).T
 
 
 def split_trials(trials, sessions, complete, max_padding: float = 0.25):

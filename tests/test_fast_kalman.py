@@ -13,7 +13,8 @@ import oracle_numpy as oracle
 from lds.errors import ValidationError
 from lds.observations import prepare
 from lds.results import Deferred, stack_tensors
-from lds.fast import SessionKernel, lag_one_covariances, linear_scan, padded_batch, smoothed_covariances, split_trials
+from lds.fast import (SessionKernel, data_moments, lag_one_covariances, linear_scan, padded_batch, smoothed_covariances,
+                      split_trials)
 from lds.kalman import session_models
 from lds_threads import one_thread  # noqa: F401  (autouse fixture)
 
@@ -351,6 +352,15 @@ def test_long_trials_are_read_in_blocks_of_rows_like_one_pass(full_R):
             expected = y @ R_inv @ np.column_stack([C, p.d.numpy()])
             assert_close(projected[i, :len(y)].numpy(), expected, "projected data")
     assert_statistics_close(lds.expected_statistics(p, trials), lds.expected_statistics(p, trials, method="plain"))
+
+
+def test_data_moments_in_blocks_of_rows_and_columns():
+    Y = torch.from_numpy(np.random.default_rng(2).normal(size=(3, 700, 100)))  # 3 row blocks, 3 column blocks
+    total, gram = data_moments(Y)
+    flat = Y.reshape(-1, 100).numpy()
+    assert_close(total.numpy(), flat.sum(0), "Σ y")
+    assert_close(gram.numpy(), flat.T @ flat, "Σ y yᵀ")
+    assert torch.equal(gram, gram.T)
 
 
 def test_em_sums_fall_back_to_innovations_when_they_would_cancel():
