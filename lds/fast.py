@@ -367,8 +367,8 @@ class SessionKernel:
         return dict(means=means, predicted_means=predicted_means, riccati=ric, log_likelihood=log_likelihood)
 
     def _data_pass(self, Y: torch.Tensor, quadratic: bool) -> tuple:
-        """All data terms of ``Y [B, T, N]`` in one pass, a block of about ``_BLOCK_ROWS`` time steps at a time
-        (it stays in cache for every product): ``Y R⁻¹ [C, d]`` ``[B, T, K+1]`` and, if
+        """All data terms of ``Y [B, T, N]`` in one pass, ``_BLOCK_ROWS`` time steps at a time (a
+        block stays in cache for every product): ``Y R⁻¹ [C, d]`` ``[B, T, K+1]`` and, if
         ``quadratic``, each trial's ``Σ_t y_tᵀ R⁻¹ y_t`` (else None). That sum is O(T·N) for a
         diagonal R, else made from the products ``Y_iᵀ Y_j`` of the column blocks on and above
         the diagonal only (half of ``Yᵀ Y``)."""
