@@ -171,17 +171,21 @@ class _Piecewise:
             return self.constant[0]
         return self.back[t - len(self) + self.back.shape[0]]
 
+    def pieces(self, start: int = 0, stop: int | None = None):
+        """``(first index, [n, K, K] tensor)`` pieces of the entries ``start .. stop-1`` (to the end by
+        default), the constant run as an expanded view (stride 0)."""
+        stop = len(self) if stop is None else stop
+        f, count = self.front.shape[0], self.constant[1] if self.constant else 0
+        runs = [(0, self.front), (f, self.constant[0].expand(count, -1, -1) if count else self.front[:0]),
+                (f + count, self.back)]
+        for first, run in runs:
+            lo, hi = max(start, first), min(stop, first + run.shape[0])
+            if lo < hi:
+                yield lo, run[lo - first:hi - first]
+
     def dense(self, stop: int | None = None) -> torch.Tensor:
         """Entries ``0 .. stop-1`` (all by default) as one tensor."""
-        stop = len(self) if stop is None else stop
-        parts = [self.front[:stop]]
-        if self.constant and stop > self.front.shape[0]:
-            value, count = self.constant
-            parts.append(value.expand(min(count, stop - self.front.shape[0]), -1, -1))
-        rest = stop - len(self) + self.back.shape[0]
-        if rest > 0:
-            parts.append(self.back[:rest])
-        return torch.cat(parts)
+        return torch.cat([self.front[:0], *(piece for _, piece in self.pieces(0, stop))])
 
     def sum(self) -> torch.Tensor:
         total = self.front.sum(0) + self.back.sum(0)
@@ -213,13 +217,18 @@ def smoothed_covariances(out: dict, T: int) -> torch.Tensor:
 def lag_one_covariances(out: dict, T: int) -> torch.Tensor:
     """Dense lag-one covariances ``[T, K, K]`` of a trial of length ``T`` from :meth:`SessionKernel.smooth`
     output: ``P_{t|T} G_{t-1}ᵀ``, with the initial gain at ``t = 0``."""
-    smoothed = smoothed_covariances(out, T)
-    gains = out["gains"]
-    g = gains.shape[0]
-    full_gains = gains[:T - 1] if g >= T - 1 else torch.cat([gains, gains[-1:].expand(T - 1 - g, -1, -1)])
-    lag_one = torch.empty_like(smoothed)
-    lag_one[1:] = smoothed[1:] @ full_gains.transpose(-1, -2)
-    lag_one[0] = smoothed[0] @ out["initial_gain"].T
+    smoothed, gains = out["covariances"][T].covariances, out["gains"]
+    K = gains.shape[-1]
+    lag_one = gains.new_empty(T, K, K)
+    lag_one[0] = smoothed.at(0) @ out["initial_gain"].T
+    head = min(gains.shape[0], T - 1)  # t = 1 .. head: each with its own gain
+    lag_one[1:head + 1] = smoothed.dense(head + 1)[1:] @ gains[:head].transpose(-1, -2)
+    for start, piece in smoothed.pieces(head + 1):  # the others share the last gain
+        target = lag_one[start:start + piece.shape[0]]
+        if piece.stride(0) == 0:  # the steady run: one product
+            target.copy_((piece[0] @ gains[-1].T).expand_as(target))
+        else:  # one matrix product over the rows of all its P_{t|T}
+            torch.mm(piece.reshape(-1, K), gains[-1].T, out=target.view(-1, K))
     return lag_one
 
 
