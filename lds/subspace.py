@@ -130,7 +130,10 @@ def _identify_session(trials, num_states, max_lag, threshold, where) -> dict:
     consecutive = [(start[1:] - start[:-1]) == 1 for start in starts]
     X_prev = torch.cat([x[:, :-1][:, c] for x, c in zip(states, consecutive)], dim=1)
     X_next = torch.cat([x[:, 1:][:, c] for x, c in zip(states, consecutive)], dim=1)
-    A = torch.linalg.lstsq(X_prev.T, X_next.T).solution.T
+    # SVD-based least squares on the CPU: the default QR-with-pivoting driver gives results that
+    # differ in the last bits from call to call (so fits from the same data would too)
+    driver = "gelsd" if X_prev.device.type == "cpu" else None
+    A = torch.linalg.lstsq(X_prev.T, X_next.T, driver=driver).solution.T
     # Noise covariances by covariance matching: the lag-1 covariance of the data,
     # Cov(y_{t+1}, y_t) = C A Σ Cᵀ, holds no measurement noise and fixes the state
     # covariance Σ; then Q = Σ - A Σ Aᵀ and R = Cov(y_t) - C Σ Cᵀ.
