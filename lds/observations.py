@@ -85,6 +85,9 @@ def prepare(params: KalmanParams, y, check_values: bool = True) -> tuple[KalmanP
     if not isinstance(params, KalmanParams):
         raise ValidationError(f"params must be lds.KalmanParams, got {type(params).__name__}")
     if isinstance(y, Observations):
+        for i, known in enumerate(y.complete):
+            if check_values and known is None:
+                y.check_trial(i)
         return params, y
     dtype, device = _computation_dtype_device(y, params)
     if (dtype, device) != (params.dtype, params.device):

@@ -256,6 +256,8 @@ def test_the_input_check_marks_trials_with_nan():
     _, unchecked = prepare(p, [gap, huge], check_values=False)
     assert unchecked.complete == [None, None]
     assert [unchecked.check_trial(1), unchecked.check_trial(0)] == [True, False] and unchecked.complete == [False, True]
+    _, later = prepare(p, [gap, huge], check_values=False)
+    assert prepare(p, later)[1].complete == [False, True]  # a prepared, unchecked input is checked when passed on
 
 
 def test_the_fast_path_finds_nan_and_huge_values_from_its_own_sums(monkeypatch):
