@@ -438,7 +438,7 @@ class SessionKernel:
         Σ p·h, Σ pᵀ J p)``; from ``r`` itself (two T×K temporaries) when the sums cancel by more
         than 2 digits, as for states far from zero. Each term ``rᵀ P_{t|t} r`` is non-negative."""
         correction = sums[0] - sums[1] - sums[2] + sums[3]
-        if bool((sum(term.abs() for term in sums) <= 100 * correction).all()):
+        if _keeps_digits(correction, sum(term.abs() for term in sums)):
             return correction
         return torch.linalg.vecdot(H - predicted_means @ self.J, means - predicted_means).sum(-1)
 
@@ -461,9 +461,7 @@ class SessionKernel:
         raw, cross = data_terms
         explained = 2 * pH - pJp
         quadratic = raw - 2 * cross + count * self._d_quadratic - (explained.sum() if count.dim() == 0 else explained)
-        if not bool((raw + count * self._d_quadratic <= 100 * quadratic.abs()).all()):
-            return None
-        return quadratic
+        return quadratic if _keeps_digits(quadratic, raw + count * self._d_quadratic) else None
 
     # ---- smoother ---------------------------------------------------------------
     def _smoother_gains(self, T: int):
@@ -633,6 +631,13 @@ def _mask(lengths: list | None, T: int, device) -> torch.Tensor | None:
         return None
     steps = torch.arange(T, device=device)
     return (steps < torch.tensor(lengths, device=device)[:, None])[..., None]
+
+
+def _keeps_digits(result: torch.Tensor, terms: torch.Tensor) -> bool:
+    """Whether a result summed from terms of total size ``terms`` lost at most 2 digits to
+    cancellation (per trial): far below the round-off at which :func:`lds.fit_em` judges a
+    likelihood decrease."""
+    return bool((terms <= 100 * result.abs()).all())
 
 
 def _row_blocks(B: int, T: int, rows: int = _BLOCK_ROWS):

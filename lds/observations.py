@@ -60,6 +60,12 @@ class Observations:
         self.complete[i] = _has_no_nan(self.labels[i], self.trials[i])
         return self.complete[i]
 
+    def check_unknown(self) -> None:
+        """:meth:`check_trial` for every trial not looked at yet."""
+        for i, known in enumerate(self.complete):
+            if known is None:
+                self.check_trial(i)
+
     def regroup(self, per_trial: Sequence, stack: Callable[[list], Any]):
         """Arrange one result per trial like the input: single, stacked batch, list, dict."""
         items = iter(per_trial)
@@ -85,9 +91,8 @@ def prepare(params: KalmanParams, y, check_values: bool = True) -> tuple[KalmanP
     if not isinstance(params, KalmanParams):
         raise ValidationError(f"params must be lds.KalmanParams, got {type(params).__name__}")
     if isinstance(y, Observations):
-        for i, known in enumerate(y.complete):
-            if check_values and known is None:
-                y.check_trial(i)
+        if check_values:
+            y.check_unknown()
         return params, y
     dtype, device = _computation_dtype_device(y, params)
     if (dtype, device) != (params.dtype, params.device):
@@ -124,8 +129,7 @@ def prepare(params: KalmanParams, y, check_values: bool = True) -> tuple[KalmanP
         layouts.append((kind, len(arrays)))
     observations = Observations(trials, sessions, layouts, names, [None] * len(trials), labels)
     if check_values:
-        for i in range(len(trials)):
-            observations.check_trial(i)
+        observations.check_unknown()
     return params, observations
 
 
