@@ -96,8 +96,7 @@ class OnlineKalmanFilter:
         filter as it was. At the steady state (complete samples, unchanged parameters)
         the covariance and gain are constant and the step only updates the mean (in
         NumPy on the CPU, where its per-call cost is lowest); the covariance returned is
-        then one constant tensor, the same every step. A sample with NaN entries leaves
-        the steady state.
+        then a copy of one constant matrix. A sample with NaN entries leaves the steady state.
         """
         if self._steady is not None:
             mean = self._steady_step(y_t)
@@ -105,7 +104,8 @@ class OnlineKalmanFilter:
                 self.num_steps += 1
                 if self._transform is not None:
                     mean = self._transform @ mean
-                return mean, self._steady["covariance"]
+                return mean, self._steady["covariance"].clone()
+            self._leave_steady_state()  # a full step handles the sample (its mean is not in the steady buffer)
         y = self._as_sample(y_t)
         complete = not bool(torch.isnan(y).any())
         previous = self._covariance
@@ -164,20 +164,18 @@ class OnlineKalmanFilter:
                             covariance=self._covariance.clone() if M is None else M @ self._covariance @ M.T)
 
     def _steady_step(self, y_t):
-        """One steady-state step: the new mean, or None (state untouched) for a sample a full step must handle."""
+        """One steady-state step: the new mean, or None for a sample with NaN (a full step handles it)."""
         s = self._steady
         N, K, state = s["N"], s["K"], s["state"]
         if not s["on_cpu"]:
             y = self._as_sample(y_t)
-        else:
+        else:  # the usual [N] arrays directly; any other form as a full step would take it
             if torch.is_tensor(y_t):
-                if y_t.device.type != "cpu":
-                    return None
-                y = y_t.detach().numpy()
+                y = y_t.detach().numpy() if y_t.device.type == "cpu" else None
             else:
                 y = np.asarray(y_t)
-            if y.shape != (N,) or y.dtype.kind not in "iuf":
-                return None
+            if y is None or y.shape != (N,) or y.dtype.kind not in "iuf":
+                y = self._as_sample(y_t).numpy()
         state[:N] = y  # cast to the parameters' dtype on the way
         out = s["matrix"] @ state
         w, v = out[:N], out[N:N + K]

@@ -403,6 +403,30 @@ def test_online_step_reaches_the_steady_state_and_stays_exact():
     assert online.num_steps == 0 and float(online.log_likelihood) == 0.0
 
 
+def test_online_steady_state_takes_every_sample_form_and_returns_copies(monkeypatch):
+    p = lds.random_stable_lds(3, 8, offsets=True, seed=11)
+    y = lds.sample_lds(p, 120, seed=12).observations.numpy()
+    online = lds.OnlineKalmanFilter(p)
+    for t in range(60):
+        online.step(y[t])
+    assert online.at_steady_state
+    entered = []
+    enter = lds.OnlineKalmanFilter._enter_steady_state
+    monkeypatch.setattr(lds.OnlineKalmanFilter, "_enter_steady_state", lambda self: entered.append(1) or enter(self))
+    forms = [lambda r: r[None], lambda r: r.tolist(), lambda r: torch.from_numpy(r)[None], lambda r: r.astype(np.float32)]
+    means = []
+    for t in range(60, 120):
+        sample = forms[t % 4](y[t])
+        y[t] = np.asarray(sample, dtype=np.float64).reshape(-1)  # what the filter sees (float32 rounds)
+        mean, cov = online.step(sample)
+        means.append(mean.clone())
+        cov.zero_()  # the caller's copy: the filter is unchanged
+    assert online.at_steady_state and not entered  # no sample form leaves or rebuilds the steady state
+    batch = lds.kalman_filter(p, y, method="plain")
+    assert_close(torch.stack(means).numpy(), batch.means[60:].numpy(), "online means")
+    assert_close(online.covariance.numpy(), batch.covariances[-1].numpy(), "steady covariance")
+
+
 @settings(max_examples=12, deadline=None)
 @given(K=st.integers(1, 4), N=st.integers(1, 6), T=st.integers(1, 120), B=st.integers(1, 3),
        seed=st.integers(0, 10_000), offsets=st.booleans(), full_R=st.booleans())
