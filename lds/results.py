@@ -77,6 +77,18 @@ def stack_tensors(tensors: list) -> torch.Tensor:
     return torch.stack(tensors)
 
 
+def _stack_made(parts: list) -> torch.Tensor:
+    """The parts (tensors or :class:`Deferred`) stacked, each deferred one made straight into its
+    slot: the memory of the stack plus one part, and nothing kept on the per-trial results."""
+    made = lambda part: part.make() if type(part) is Deferred else part  # noqa: E731
+    first = made(parts[0])
+    out = first.new_empty((len(parts), *first.shape))
+    out[0] = first
+    for j, part in enumerate(parts[1:], 1):
+        out[j] = made(part)
+    return out
+
+
 def stack_results(items: list):
     """One result whose tensors gain a leading trial axis (for a batch ``[B, T, N]``)."""
     first = items[0]
@@ -84,8 +96,8 @@ def stack_results(items: list):
     for field in dataclasses.fields(first):
         parts = [object.__getattribute__(item, field.name) for item in items]
         if any(isinstance(part, Deferred) for part in parts):  # stacked when read
-            values[field.name] = Deferred(lambda name=field.name: torch.stack([getattr(i, name) for i in items]),
-                                          (len(items), *parts[0].shape), parts[0].dtype)
+            values[field.name] = Deferred(lambda parts=parts: _stack_made(parts), (len(items), *parts[0].shape),
+                                          parts[0].dtype)
         elif torch.is_tensor(parts[0]):
             values[field.name] = stack_tensors(parts)
         elif dataclasses.is_dataclass(parts[0]):
