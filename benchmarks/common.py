@@ -13,9 +13,10 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]  # the repository's lds, and the tests' NumPy oracle and helpers
 
 import lds  # noqa: E402
+import oracle_numpy  # noqa: E402
 
 K, N = 10, 142  # the flagship shape: 10 states, 142 neurons of MC_Maze_Small
 
@@ -38,12 +39,8 @@ def median_seconds(fn, repeats: int, warmup: int = 1) -> float:
 
 def flagship_observations(T: int, seed: int = 7, trials: int | None = None) -> np.ndarray:
     """Spike-count-like data ``[T, N]`` (or ``[trials, T, N]``): sqrt(count + 0.5) of Poisson
-    counts driven by a slow 3-D latent."""
-    rng = np.random.default_rng(seed)
-    shape = (T, 3) if trials is None else (trials, T, 3)
-    latent = np.cumsum(rng.normal(size=shape) * 0.1, axis=-2)
-    rates = np.exp(0.5 + 0.3 * latent @ rng.normal(size=(3, N)) / np.sqrt(3))
-    return np.sqrt(rng.poisson(rates) + 0.5)
+    counts driven by a slow 3-D latent (``oracle_numpy.sqrt_counts``, the tests' data too)."""
+    return oracle_numpy.sqrt_counts(T, N, seed, trials=trials)
 
 
 def reference_init() -> lds.KalmanParams:

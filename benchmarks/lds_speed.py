@@ -47,7 +47,8 @@ from tabulate import tabulate
 from common import K, N, ROOT, median_seconds, write_results
 from common import flagship_observations as observations, reference_init
 
-import lds  # noqa: E402 (after common, which puts the repository on the path)
+import lds  # noqa: E402 (after common, which puts the repository and tests/ on the path)
+from oracle_numpy import numpy_params  # noqa: E402  (the peers' NumPy arrays of a parameter set)
 
 
 def online_step_times(params, y, warm_steps=200):
@@ -66,10 +67,6 @@ def online_step_times(params, y, warm_steps=200):
 
 
 # ---- peers -------------------------------------------------------------------------
-def numpy_params(p):
-    return {k: getattr(p, k).numpy() for k in ("A", "C", "Q", "R", "m0", "V0")}
-
-
 def pykalman_ops(p, y):
     from pykalman import KalmanFilter
 

@@ -4,12 +4,37 @@ Written from the equations of the reference notes (shared/reference/bonsai-lds.m
 sections 2, 3 and 5), in the lds_python style: observations ``y [T, N]``, explicit
 matrix inverses, the Shumway-Stoffer lag-one covariance recursion (Property 6.3) and
 the reference's EM sums. It shares no code with the ``lds`` package.
+
+Also what tests and benchmarks share to feed it: :func:`numpy_params` (a parameter set as
+the oracle's arrays) and :func:`sqrt_counts` (the seeded spike-count-like data).
 """
 
 import numpy as np
 import scipy.linalg
 
 LOG_2PI = np.log(2 * np.pi)
+
+
+PARAM_NAMES = ("A", "Q", "C", "R", "m0", "V0", "b", "d")  # the oracle's parameter arguments, in their order
+
+
+def numpy_params(p):
+    """The oracle's input from a parameter set (``lds.KalmanParams``, tensors on any device):
+    a dict of NumPy arrays keyed and ordered as :data:`PARAM_NAMES`, ``None`` for an absent
+    offset. ``kalman_filter(y, **numpy_params(p))`` filters with ``p``; its values unpack as
+    ``A, Q, C, R, m0, V0, b, d``."""
+    return {name: None if getattr(p, name) is None else getattr(p, name).cpu().numpy() for name in PARAM_NAMES}
+
+
+def sqrt_counts(T, N, seed, trials=None):
+    """Spike-count-like data ``[T, N]`` (or ``[trials, T, N]``), transformed as the reference
+    does: sqrt(count + 0.5) of Poisson counts driven by a slow 3-D latent (a seeded
+    ``default_rng``; the same numbers for the same arguments)."""
+    rng = np.random.default_rng(seed)
+    shape = (T, 3) if trials is None else (trials, T, 3)
+    latent = np.cumsum(rng.normal(size=shape) * 0.1, axis=-2)
+    rates = np.exp(0.5 + 0.3 * latent @ rng.normal(size=(3, N)) / np.sqrt(3))
+    return np.sqrt(rng.poisson(rates) + 0.5)
 
 
 def _sym(M):

@@ -355,7 +355,7 @@ def test_readme_tour_is_true(demo_output, monkeypatch):
     assert result.failed == 0, "".join(report)
 
 
-def test_demo_datasets_are_written_atomically_and_never_replaced(tmp_path):
+def test_demo_datasets_are_written_atomically_and_never_replaced(tmp_path, monkeypatch):
     from lfads_tools.demo import build_demo_collection
 
     build_demo_collection(tmp_path / "a")
@@ -367,7 +367,21 @@ def test_demo_datasets_are_written_atomically_and_never_replaced(tmp_path):
     own.write_bytes(b"the user's own data")
     with pytest.raises(OverwriteError, match=names[0]):
         build_demo_collection(tmp_path / "b")
+    # kept as it was, and the refused write left no temporary file beside it
     assert own.read_bytes() == b"the user's own data" and [p.name for p in own.parent.iterdir()] == [names[0]]
+
+    # atomically: a write cut short (half of the bytes, then an error) leaves no partial dataset under its
+    # name and no temporary file
+    write_bytes = Path.write_bytes
+
+    def half_then_fail(self, data):
+        write_bytes(self, data[:len(data) // 2])
+        raise OSError("disk full (simulated)")
+
+    monkeypatch.setattr(Path, "write_bytes", half_then_fail)
+    with pytest.raises(OSError, match="simulated"):
+        build_demo_collection(tmp_path / "c")
+    assert list((tmp_path / "c" / "datasets").iterdir()) == []
 
 
 def test_console_script(tmp_path):

@@ -18,21 +18,13 @@ def relative_error(actual, expected):
     return float(np.abs(np.asarray(actual) - expected).max() / np.abs(expected).max())
 
 
-def reference_start(K, N, seed, **offsets):
-    """The reference test's start (seeded normal draws with sd 0.1, diagonal positive noise), plus
-    the given offsets, and its arrays for the oracle."""
+def start_with_offsets(K, N, seed, **offsets):
+    """``lds.reference_start`` (the reference test's start: seeded normal draws with sd 0.1,
+    diagonal positive noise) with the given offsets set."""
     params = lds.reference_start(K, N, seed=seed)
     for name, value in offsets.items():
         setattr(params, name, value)
-    return params, {name: getattr(params, name).numpy() for name in ("A", "Q", "C", "R", "m0", "V0")}
-
-
-def sqrt_counts(T, N, seed):
-    """Spike-count-like data, transformed as the reference does: sqrt(count + 0.5)."""
-    rng = np.random.default_rng(seed)
-    latent = np.cumsum(rng.normal(size=(T, 3)) * 0.1, axis=0)
-    counts = rng.poisson(np.exp(0.5 + 0.3 * latent @ rng.normal(size=(3, N)) / np.sqrt(3)))
-    return np.sqrt(counts + 0.5)
+    return params
 
 
 @pytest.mark.parametrize("offsets, estimated", [((), False), (("b", "d"), True), (("b",), True), (("d",), True),
@@ -45,7 +37,8 @@ def test_one_em_step_matches_oracle(offsets, estimated):
     given = dict(b=("state_offset", 0.1 * np.random.default_rng(3).normal(size=3)),
                  d=("observation_offset", y.mean(0)))
     extra = dict(given[name] for name in offsets)
-    params, start = reference_start(3, 6, seed=1, **extra)
+    params = start_with_offsets(3, 6, seed=1, **extra)
+    start = oracle.numpy_params(params)
     expected, ll = oracle.em_step(y, start["A"], start["Q"], start["C"], start["R"], start["m0"], start["V0"],
                                   extra.get("state_offset"), extra.get("observation_offset"),
                                   estimate_offsets=estimated)
@@ -63,8 +56,9 @@ def test_one_em_step_matches_oracle(offsets, estimated):
 def test_flagship_shape_one_em_step_and_orthogonalized_smoothing_match_oracle():
     """K=10, N=142, T=1000 from the reference test's initialization: parameters, LL, latents."""
     K, N, T = 10, 142, 1000
-    y = sqrt_counts(T, N, seed=7)
-    params, start = reference_start(K, N, seed=0)
+    y = oracle.sqrt_counts(T, N, seed=7)  # the benchmarks' flagship data (benchmarks/common.py)
+    params = lds.reference_start(K, N, seed=0)
+    start = oracle.numpy_params(params)
     expected, ll = oracle.em_step(y, start["A"], start["Q"], start["C"], start["R"], start["m0"], start["V0"])
     result = lds.fit_em(torch.from_numpy(y), params, num_states=K, max_iter=1, progress=False)
     assert float(result.log_likelihoods[0]) == pytest.approx(ll, rel=1e-9)

@@ -11,14 +11,9 @@ from lds_threads import one_thread  # noqa: F401  (autouse fixture)
 from lds.errors import DatasetNameError, NotPositiveDefiniteError, ShapeError, ValidationError
 
 
-def numpy_params(p):
-    return {k: (None if getattr(p, k) is None else getattr(p, k).cpu().numpy())
-            for k in ("A", "Q", "C", "R", "m0", "V0", "b", "d")}
-
-
 def oracle_smooth(p, y):
-    n = numpy_params(p)
-    filt = oracle.kalman_filter(y, n["A"], n["Q"], n["C"], n["R"], n["m0"], n["V0"], n["b"], n["d"])
+    n = oracle.numpy_params(p)
+    filt = oracle.kalman_filter(y, **n)
     smooth = oracle.rts_smoother(n["A"], filt, n["m0"], n["V0"])
     return filt, smooth, oracle.lag_one_covariances(n["A"], filt, smooth, n["V0"])
 
@@ -64,7 +59,7 @@ def test_log_likelihood_is_the_gaussian_density_of_the_stacked_observations():
 
     p = lds.random_stable_lds(2, 3, offsets=True, seed=5)
     y = lds.sample_lds(p, 6, seed=1).observations.numpy()
-    n = numpy_params(p)
+    n = oracle.numpy_params(p)
     A, T = n["A"], 6
     power = lambda k: np.linalg.matrix_power(A, k)  # noqa: E731
     state_means, m = [], n["m0"]
