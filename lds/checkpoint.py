@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
@@ -25,8 +24,8 @@ from typing import Mapping
 import numpy as np
 
 from .containers import as_numpy
-from .errors import LfadsToolsError, LibraryWarning, OverwriteError, ValidationError
-from .native import array_sha256, container_arrays, load_params, read_info, save_params
+from .errors import LfadsToolsError, LibraryWarning, OverwriteError, ValidationError, warn
+from .native import _read_document, array_sha256, container_arrays, read_info, rebuild, save_params
 
 __all__ = ["Checkpoint", "CheckpointStore", "EMCheckpoints", "data_fingerprint", "start_fingerprint"]
 
@@ -101,13 +100,13 @@ class CheckpointStore:
         return path
 
     def load(self, path, dtype=None, device=None) -> Checkpoint:
-        """Load and verify one checkpoint file."""
+        """Load and verify one checkpoint file (read once)."""
         path = Path(path)
-        info = read_info(path)
-        section = info.metadata.get("checkpoint")
+        document = _read_document(path)
+        section = document.info.metadata.get("checkpoint")
         if not isinstance(section, dict) or not isinstance(section.get("log_likelihoods"), list):
             raise ValidationError(f"{path} is a parameter file but not an EM checkpoint")
-        params = load_params(path, dtype=dtype, device=device)
+        params = rebuild(document, dtype=dtype, device=device)
         return Checkpoint(path, params, int(section["iteration"]), [float(v) for v in section["log_likelihoods"]],
                           dict(section.get("options") or {}))
 
@@ -117,7 +116,7 @@ class CheckpointStore:
             try:
                 return self.load(path, dtype=dtype, device=device)
             except LfadsToolsError as exc:
-                warnings.warn(f"skipping checkpoint {path.name}: {exc}", LibraryWarning, stacklevel=2)
+                warn(f"skipping checkpoint {path.name}: {exc}", LibraryWarning)
         return None
 
     def best(self, dtype=None, device=None) -> Checkpoint | None:
@@ -225,14 +224,14 @@ class EMCheckpoints:
                     f"or use another checkpoint_dir"
                 )
             return None
-        if paths and _iteration(paths[-1]) >= max_iter:
-            raise ValidationError(
-                f"{paths[-1]} is past max_iter={max_iter}: {self.store.folder} holds a longer fit; raise max_iter, "
-                f"use another checkpoint_dir, or load an earlier iteration's parameters with CheckpointStore.load"
-            )
         found = self.store.latest(device=device)
         if found is None:
             return None
+        if found.iteration >= max_iter:
+            raise ValidationError(
+                f"{found.path} is past max_iter={max_iter}: {self.store.folder} holds a longer fit; raise max_iter, "
+                f"use another checkpoint_dir, or load an earlier iteration's parameters with CheckpointStore.load"
+            )
         for key, what in self.CHECKED_OPTIONS.items():
             if found.options.get(key) != self.options.get(key):
                 raise ValidationError(

@@ -387,14 +387,9 @@ class ParamsContainer:
         """Dimension symbols used by the symbolic shapes (subclasses fill it in)."""
         return {}
 
-    def expected_shape(self, spec: FieldSpec, dataset: int | None = None,
-                       dims: Mapping | None = None) -> tuple[int, ...] | None:
-        """The concrete shape a field should have, or None when a symbol is unknown.
-
-        A dimension that differs per dataset is given in ``dims`` as a list. ``dims``
-        defaults to ``self.dims``.
-        """
-        return _concrete_shape(spec, _dataset_dims(self.dims if dims is None else dims, dataset))
+    def expected_shape(self, spec: FieldSpec, dataset: int | None = None) -> tuple[int, ...] | None:
+        """The concrete shape a field should have (of dataset number ``dataset``), or None when a symbol is unknown."""
+        return _concrete_shape(spec, _dataset_dims(self.dims, dataset))
 
     def check_shapes(self) -> None:
         """Raise :class:`ShapeError` naming the first field whose shape is wrong."""

@@ -29,7 +29,6 @@ Several trials share the prior: ``m0`` is the mean of the smoothed initial state
 from __future__ import annotations
 
 import math
-import warnings
 from dataclasses import dataclass
 from typing import Mapping
 
@@ -39,7 +38,7 @@ from tqdm.auto import tqdm
 
 from .containers import DatasetList
 from .checkpoint import EMCheckpoints, data_fingerprint, start_fingerprint
-from .errors import LikelihoodDecreaseWarning, NotPositiveDefiniteError, UnknownParameterError, ValidationError
+from .errors import LikelihoodDecreaseWarning, NotPositiveDefiniteError, UnknownParameterError, ValidationError, warn
 from .fast import SessionKernel, data_moments, padded_batch, split_trials
 from .kalman import SessionModel, _check_method, cholesky, filter_trial, session_models, smooth_trial, symmetrize
 from .observations import prepare
@@ -438,10 +437,10 @@ def fit_em(y, params: KalmanParams | None = None, num_states: int | None = None,
         if iteration > 0:
             change, roundoff = _likelihood_change(log_likelihoods[-2], log_likelihoods[-1], params.dtype)
             if change < -roundoff:
-                warnings.warn(
+                warn(
                     f"EM lowered the log-likelihood at iteration {iteration}, from {log_likelihoods[-2]:.10g} "
                     f"to {log_likelihoods[-1]:.10g}; stopping and returning the previous parameters",
-                    LikelihoodDecreaseWarning, stacklevel=2,
+                    LikelihoodDecreaseWarning,
                 )
                 termination, params, num_updates = "likelihood_decreased", previous, num_updates - 1
                 break

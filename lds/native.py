@@ -56,6 +56,7 @@ files from untrusted sources in a process you can stop.
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import importlib
 import json
@@ -316,10 +317,9 @@ def is_native_file(path) -> bool:
 
 
 def _text(value) -> str | None:
+    """A scalar string attribute's value: fixed-length ones read as bytes, variable-length ones as str."""
     if isinstance(value, bytes):
         return value.decode("utf-8")
-    if isinstance(value, np.ndarray) and value.shape == ():
-        return _text(value.item())
     return value if isinstance(value, str) else None
 
 
@@ -447,13 +447,26 @@ def _check_global_heaps(image: bytes, f, path) -> None:
     the signature, so each place that starts like one is walked here first: the objects must tile the
     collection (every step forward, none past its end; bytes past the end of the file read
     as zeros, as libhdf5 reads them), and collections must not overlap (valid ones never
-    do; it also keeps this check linear in the file size).
+    do; it also keeps this check linear in the file size). Where that fails, the walk is
+    done again without array values that merely start like a collection
+    (:func:`_array_values_like_heaps`).
     """
     if f.id.get_create_plist().get_sizes()[1] != 8:
         raise FileFormatError(f"{path}: the HDF5 file stores lengths in other than 8 bytes (h5py writes 8)")
+    try:
+        _walk_heaps(image, path)
+    except FileFormatError:
+        _walk_heaps(image, path, skip=_array_values_like_heaps(image, f))
+
+
+def _walk_heaps(image: bytes, path, skip=frozenset()) -> None:
+    """Walk every place that starts like a heap collection, but those in ``skip``."""
     checked_until = 0
     at = image.find(b"GCOL\x01")
     while at >= 0:
+        if at in skip:
+            at = image.find(b"GCOL\x01", at + 1)
+            continue
         if at < checked_until:
             raise FileFormatError(f"{path}: damaged global heap (a collection at byte {at} inside another)")
         p, end = at + 16, at + int.from_bytes(image[at + 8:at + 16], "little")
@@ -466,6 +479,47 @@ def _check_global_heaps(image: bytes, f, path) -> None:
             p += step
         checked_until = max(p, at + 16)
         at = image.find(b"GCOL\x01", at + 1)
+
+
+def _array_values_like_heaps(image: bytes, f) -> set[int]:
+    """Places in array values that start like a heap collection and that nothing points at.
+
+    libhdf5 reads a collection at the address a heap ID holds, so one that a crafted
+    file places inside an array still has its address written elsewhere in the file
+    (an array's own header holds only its start). Only the first 8 places inside arrays
+    are looked at, as each costs a scan of the file.
+    """
+    create = f.id.get_create_plist()
+    base, address_size = create.get_userblock(), create.get_sizes()[0]
+    arrays = sorted(_array_ranges(f))
+    starts = [start for start, _ in arrays]
+    found, looked = set(), 0
+    at = image.find(b"GCOL\x01")
+    while at >= 0 and looked < 8:
+        i = bisect.bisect_right(starts, at) - 1
+        if i >= 0 and at < arrays[i][1]:
+            looked += 1
+            if image.count((at - base).to_bytes(address_size, "little")) <= starts.count(at):
+                found.add(at)
+        at = image.find(b"GCOL\x01", at + 1)
+    return found
+
+
+def _array_ranges(f) -> list[tuple[int, int]]:
+    """``(start, end)`` in the file of each contiguous dataset's values, from the headers alone.
+
+    Low-level handles: opening a dataset reads neither its values nor the global heap
+    (h5py's ``Dataset`` would, for a variable-length fill value).
+    """
+    ranges = []
+
+    def visit(name):
+        obj = h5py.h5o.open(f.id, name)
+        if isinstance(obj, h5py.h5d.DatasetID) and obj.get_offset() is not None:
+            ranges.append((obj.get_offset(), obj.get_offset() + obj.get_storage_size()))
+
+    h5py.h5o.visit(f.id, visit)
+    return ranges
 
 
 # ---- migrations --------------------------------------------------------------------

@@ -169,13 +169,9 @@ class KalmanParams(ParamsContainer):
             self.measurement_function, self.observation_offset, self.measurement_noise_covariance = (
                 C_list[0], d_list[0], R_list[0])
         else:
-            self.measurement_function = DatasetList(C_list, names)
-            self.measurement_noise_covariance = DatasetList(R_list, names)
-            has_d = [d is not None for d in d_list]
-            if any(has_d) and not all(has_d):
-                d_list = [torch.zeros(N, dtype=self._dtype, device=self._device) if d is None else d
-                          for d, N in zip(d_list, Ns)]
-            self.observation_offset = DatasetList(d_list, names) if all(d is not None for d in d_list) else DatasetList()
+            self.measurement_function = self._sessions_field("measurement_function", C_list)
+            self.observation_offset = self._sessions_field("observation_offset", d_list)
+            self.measurement_noise_covariance = self._sessions_field("measurement_noise_covariance", R_list)
         self._constructed = True  # from now on, assigning a field goes through set_field
         if validate:
             self.validate()
@@ -206,9 +202,8 @@ class KalmanParams(ParamsContainer):
         if value is None and not spec.optional:
             raise ValidationError(f"KalmanParams.{name} is required; only the offsets may be None")
         if self.is_multi_session and spec.per_dataset:
-            sessions = _split_sessions(name, value, self._dataset_names) if value is not None else []
-            value = DatasetList([self._field_value(name, v, i) for i, v in enumerate(sessions)],
-                                self._dataset_names if sessions else None)
+            sessions = _split_sessions(name, value, self._dataset_names)
+            value = self._sessions_field(name, [self._field_value(name, v, i) for i, v in enumerate(sessions)])
         else:
             value = self._field_value(name, value, 0)
         old = getattr(self, name)
@@ -218,6 +213,22 @@ class KalmanParams(ParamsContainer):
         except ShapeError:
             object.__setattr__(self, name, old)
             raise
+
+    def _sessions_field(self, name: str, tensors: list) -> DatasetList:
+        """A per-session field from one tensor (or None) per session.
+
+        All None means absent (the offset) and a partial offset is zero-filled; a
+        required field needs every session's array.
+        """
+        if name == "observation_offset":
+            if all(t is None for t in tensors):
+                return DatasetList()
+            tensors = [torch.zeros(N, dtype=self._dtype, device=self._device) if t is None else t
+                       for t, N in zip(tensors, self._num_observations)]
+        missing = [n for n, t in zip(self._dataset_names, tensors) if t is None]
+        if missing:
+            raise ValidationError(f"KalmanParams.{name} is required; it has no array for sessions {missing}")
+        return DatasetList(tensors, self._dataset_names)
 
     def _field_value(self, name: str, value, session: int):
         """``value`` as a tensor for field ``name`` (of session ``session``), None kept."""

@@ -5,6 +5,8 @@
 - :func:`downgrade_to_format_2` turns a file of the current format into the format-2
   layout, whose string attributes were variable-length (h5py's ``str``), so they live in
   the HDF5 global heap (``version=3`` makes a crafted file: that layout claiming format 3).
+- :func:`global_heap_span` finds the one global heap collection of a file image.
+- :func:`array_digest` is the SHA-256 the format records for a float64 array.
 - :func:`break_global_heap` damages a global heap the way that makes libhdf5 2.0.0 loop
   forever (a free-space object of size 0).
 - :func:`assert_fixed_length_only` checks that a file holds no variable-length type and
@@ -15,6 +17,7 @@ import hashlib
 import struct
 
 import h5py
+import numpy as np
 
 MAGIC = b"\x89LFADS-TOOLS\r\n\x1a\n"
 HEADER = struct.Struct("<16sIQ32s")
@@ -47,17 +50,29 @@ def downgrade_to_format_2(path, version=2):
     assert b"GCOL" in path.read_bytes()
 
 
+def array_digest(values) -> str:
+    """The ``sha256`` attribute of a float64 array: SHA-256 of ``b"<f8;<shape>;"`` and its bytes."""
+    array = np.asarray(values, "<f8")
+    return hashlib.sha256(f"<f8;{','.join(map(str, array.shape))};".encode() + array.tobytes()).hexdigest()
+
+
+def global_heap_span(image: bytes) -> tuple[int, int]:
+    """``(start, end)`` of the image's one global heap collection (``GCOL``, version, 3 reserved bytes, 8-byte size)."""
+    at = image.find(b"GCOL")
+    assert at > 0 and image.count(b"GCOL") == 1
+    return at, at + int.from_bytes(image[at + 8:at + 16], "little")
+
+
 def break_global_heap(image: bytes) -> bytes:
     """Shrink the global heap's free-space object by 16 bytes: they read as a free-space object of size 0.
 
-    A collection (``GCOL``, version, 3 reserved bytes, 8-byte size) is a run of objects,
-    each a 16-byte header (index, reference count, reserved, 8-byte size) and its data
-    padded to 8 bytes; the free-space object (index 0) counts its own header. libhdf5
-    2.0.0 steps from object to object by those sizes, so a size of 0 never moves on.
+    A collection (see :func:`global_heap_span`) is a run of objects, each a 16-byte
+    header (index, reference count, reserved, 8-byte size) and its data padded to 8
+    bytes; the free-space object (index 0) counts its own header. libhdf5 2.0.0 steps
+    from object to object by those sizes, so a size of 0 never moves on.
     """
-    at = image.find(b"GCOL")
-    assert at > 0 and image.count(b"GCOL") == 1
-    p, end = at + 16, at + int.from_bytes(image[at + 8:at + 16], "little")
+    at, end = global_heap_span(image)
+    p = at + 16
     while True:
         index, size = int.from_bytes(image[p:p + 2], "little"), int.from_bytes(image[p + 8:p + 16], "little")
         if index == 0:

@@ -6,6 +6,7 @@ import signal
 import struct
 import time
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -13,7 +14,7 @@ import torch
 import lds
 from lds.checkpoint import CheckpointStore
 from lds.em import fit_em
-from lds.errors import LibraryWarning, OverwriteError, ValidationError
+from lds.errors import LibraryWarning, LikelihoodDecreaseWarning, OverwriteError, ValidationError
 from native_fixtures import assert_fixed_length_only
 
 pytestmark = pytest.mark.filterwarnings("error::lds.errors.LibraryWarning")  # no checkpoint may be skipped
@@ -89,6 +90,18 @@ def test_keeps_best_and_last_n(tmp_path):
     assert [p.name for p in fresh.paths()] == ["checkpoint-000005.h5"]
 
 
+def test_load_reads_the_file_once(tmp_path, monkeypatch):
+    store = CheckpointStore(tmp_path)
+    params = lds.random_stable_lds(2, 3, seed=0)
+    path = store.save(params, 0, [-1.5])
+    reads = []
+    read_bytes = Path.read_bytes
+    monkeypatch.setattr(Path, "read_bytes", lambda self: reads.append(self.name) or read_bytes(self))
+    loaded = store.load(path)
+    assert reads == [path.name]
+    assert loaded.params == params and loaded.iteration == 0 and loaded.log_likelihoods == [-1.5]
+
+
 def test_damaged_latest_is_skipped_and_resume_stays_exact(tmp_path):
     y, init = problem()
     reference = fit(y, init, 8)
@@ -141,6 +154,38 @@ def test_max_iter_at_or_below_the_checkpoints_is_refused(tmp_path):
             fit(y, init, max_iter, checkpoint_dir=tmp_path, keep_last=2)
     assert [p.name for p in CheckpointStore(tmp_path).paths()] == names
     assert same_fit(fit(y, init, 6, checkpoint_dir=tmp_path, keep_last=2), fit(y, init, 6))  # the same call again
+
+
+def test_max_iter_is_checked_on_the_checkpoint_that_loads(tmp_path):
+    y, init = problem()
+    fit(y, init, 6, checkpoint_dir=tmp_path, keep_last=3)
+    newest = CheckpointStore(tmp_path).paths()[-1]
+    assert newest.name == "checkpoint-000005.h5"
+    newest.write_bytes(newest.read_bytes()[:-50])  # damaged: the resume starts from checkpoint 4
+    with pytest.warns(LibraryWarning, match="skipping checkpoint checkpoint-000005.h5") as record:
+        resumed = fit(y, init, 5, checkpoint_dir=tmp_path, keep_last=3)
+    assert record[0].filename == __file__  # the warning names the caller, not lds
+    assert same_fit(resumed, fit(y, init, 5))
+    with pytest.warns(LibraryWarning, match="skipping checkpoint checkpoint-000005.h5"), \
+            pytest.raises(ValidationError, match="checkpoint-000004.h5 is past max_iter=4"):
+        fit(y, init, 4, checkpoint_dir=tmp_path, keep_last=3)
+
+
+def test_likelihood_decrease_warning_names_the_caller_outside_the_library(monkeypatch):
+    y, init = problem()
+    real_m_step = lds.em.m_step
+
+    def worse(params, stats, estimate):
+        new = real_m_step(params, stats, estimate)
+        new.R = new.R * 50.0
+        return new
+
+    monkeypatch.setattr(lds.em, "m_step", worse)
+    library = {"__name__": "lds.some_wrapper", "fit_em": fit_em}  # as if lds itself called fit_em
+    exec("def fit_for_the_user(*args, **kwargs):\n    return fit_em(*args, **kwargs)", library)
+    with pytest.warns(LikelihoodDecreaseWarning) as record:
+        library["fit_for_the_user"](y, init, max_iter=5, progress=False)
+    assert record[0].filename == __file__
 
 
 def test_initialization_is_skipped_when_resuming(tmp_path):

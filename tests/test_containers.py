@@ -145,7 +145,7 @@ def test_evaluate_shape_arithmetic_only():
         evaluate_shape("__import__('os')", {})
 
 
-def test_check_shapes_computes_dims_once_and_expected_shape_takes_given_dims():
+def test_check_shapes_computes_dims_once_and_expected_shape_picks_the_dataset():
     class Counting(Toy):
         calls = 0
 
@@ -160,4 +160,5 @@ def test_check_shapes_computes_dims_once_and_expected_shape_takes_given_dims():
     assert Counting.calls == 1
     spec = Toy.field_spec("readout")
     assert toy.expected_shape(spec, 1) == (2, 5)
-    assert toy.expected_shape(spec, 1, dims={"m": 7, "N": [1, 9]}) == (7, 9)
+    assert toy.expected_shape(spec, 0) == (2, 4)
+    assert toy.expected_shape(Toy.field_spec("W")) == (3, 4)

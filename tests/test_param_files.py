@@ -24,7 +24,7 @@ from lds.errors import (
     ValidationError,
 )
 from lds.native import is_native_file, read_info
-from native_fixtures import MAGIC, assert_fixed_length_only, downgrade_to_format_2, reseal
+from native_fixtures import MAGIC, array_digest, assert_fixed_length_only, downgrade_to_format_2, reseal
 
 
 class Readout(ParamsContainer):
@@ -212,8 +212,7 @@ def write_raw_dataset(path, name, values, **options):
             digest = "0" * 64
         else:
             dataset = f.create_dataset(name, data=values, **options)
-            digest = hashlib.sha256(b"<f8;" + b",".join(str(n).encode() for n in dataset.shape) + b";"
-                                    + np.asarray(values, "<f8").tobytes()).hexdigest()
+            digest = array_digest(values)
         dataset.attrs["sha256"] = np.bytes_(digest)
     reseal(path)
 
@@ -366,7 +365,7 @@ def test_unexpected_field_in_file_is_refused_unless_selected(tmp_path):
     with h5py.File(path, "r+") as f:
         extra = np.ones(2)
         f["new_field"] = extra
-        f["new_field"].attrs["sha256"] = np.bytes_(hashlib.sha256(b"<f8;2;" + extra.tobytes()).hexdigest())
+        f["new_field"].attrs["sha256"] = np.bytes_(array_digest(extra))
     reseal(path)
     with pytest.raises(FileFormatError, match=r"\['new_field'\]"):
         lds.KalmanParams.load(path)

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 import lds
 from lds.bonsai import encode_uleb128, tensor_from_bytes, tensor_to_bytes
 from lds.errors import FileFormatError, LfadsToolsError
-from native_fixtures import MAGIC, break_global_heap, downgrade_to_format_2, seal
+from native_fixtures import MAGIC, break_global_heap, downgrade_to_format_2, global_heap_span, seal
 
 FUZZ = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -224,8 +224,11 @@ def test_global_heap_check(tmp_path):
     """What the check of formats 1 and 2 refuses: it mirrors libhdf5's walk, without calling it."""
     image = _native_file()["format_2"]
     broken = break_global_heap(image)
-    at = image.find(b"GCOL")
-    zero_object = at + int.from_bytes(image[at + 8:at + 16], "little") - 16  # where break_global_heap puts it
+    zero_object = global_heap_span(image)[1] - 16  # where break_global_heap puts it
+    with h5py.File(io.BytesIO(image), "r") as f:
+        m0, V0 = (f[name].id.get_offset() for name in ("initial_mean", "initial_covariance"))
+    in_m0 = image[:m0] + b"GCOL\x01\0\0\0" + (2**40).to_bytes(8, "little") + image[m0 + 16:]
+    address = (m0 - 512).to_bytes(8, "little")  # of initial_mean's values (16 bytes), here written in V0's
     cases = {
         "valid": (image, None),
         "broken": (broken, "damaged global heap .the object at byte \\d+ has size 0"),
@@ -233,8 +236,11 @@ def test_global_heap_check(tmp_path):
         "cut": (broken[:zero_object - 100], "damaged global heap .the object at byte \\d+ has size 0"),
         "nested": (image[:zero_object] + b"GCOL\x01" + image[zero_object + 5:],
                    "damaged global heap .a collection at byte \\d+ inside another"),
+        # array values that read as a collection are data, unless the file points at them as a heap ID would
+        "in_array": (in_m0, None),
+        "pointed_at": (in_m0[:V0] + address + in_m0[V0 + 8:], "damaged global heap .the object at byte \\d+"),
     }
-    with h5py.File(io.BytesIO(image[512:]), "r") as f:
+    with h5py.File(io.BytesIO(image), "r") as f:
         for name, (content, refused) in cases.items():
             if refused is None:
                 lds.native._check_global_heaps(content, f, name)
@@ -248,6 +254,18 @@ def test_global_heap_check(tmp_path):
         f.attrs.update(format="lfads-tools-params", format_version=1)
     with pytest.raises(FileFormatError, match="lengths.h5: the HDF5 file stores lengths in other than 8 bytes"):
         lds.load_params(path)
+
+
+def test_array_values_that_start_like_a_heap_collection_are_read(tmp_path):
+    """A valid format-2 file whose initial_mean bytes are ``GCOL``, version 1 and a size: data, not a heap."""
+    params = lds.random_stable_lds(2, 3, seed=0)
+    params.m0 = np.frombuffer(b"GCOL\x01\0\0\0" + (2**40).to_bytes(8, "little"), "<f8").copy()
+    path = tmp_path / "p.h5"
+    params.save(path)
+    downgrade_to_format_2(path)
+    assert lds.load_params(path) == params
+    (tmp_path / "no_header.h5").write_bytes(path.read_bytes()[512:])  # the header-less path of format-1 files
+    assert lds.native.is_native_file(tmp_path / "no_header.h5")
 
 
 def test_damage_inside_arrays_is_reported_as_checksum_error():

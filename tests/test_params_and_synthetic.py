@@ -138,6 +138,27 @@ def test_assignment_converts_like_the_constructor():
     assert torch.equal(multi.R[0], 0.5 * torch.eye(3, dtype=torch.float64))
 
 
+def test_per_session_assignment_follows_the_constructor_rules(tmp_path):
+    multi = lds.random_stable_lds(2, [3, 4], offsets=True, seed=1)
+    kept = multi.clone()
+    for empty in (DatasetList(), {}):  # empty means absent, and C and R are required
+        with pytest.raises(ValidationError, match="measurement_function is required"):
+            multi.measurement_function = empty
+        with pytest.raises(ValidationError, match="measurement_noise_covariance is required"):
+            multi.R = empty
+    with pytest.raises(ValidationError, match=r"measurement_function is required.*\['session_1'\]"):
+        multi.C = {"session_0": np.ones((3, 2)), "session_1": None}
+    assert multi == kept
+    multi.observation_offset = {}
+    assert multi.d == DatasetList() and multi.b is not None
+    multi.b = None
+    assert not multi.offsets_provided
+    multi.d = {"session_0": [1.0, 2.0, 3.0], "session_1": None}  # a partial offset is zero-filled
+    assert torch.equal(multi.d["session_1"], torch.zeros(4, dtype=torch.float64))
+    multi.save(tmp_path / "p.h5")
+    assert KalmanParams.load(tmp_path / "p.h5") == multi
+
+
 def test_empty_arrays_are_refused_clearly():
     with pytest.raises(ShapeError, match=r"transition_matrix is empty \(shape \(0, 0\)\); num_states"):
         KalmanParams(transition_matrix=np.zeros((0, 0)), num_observations=2)
