@@ -24,16 +24,15 @@ from __future__ import annotations
 
 import glob
 import re
-import warnings
 from pathlib import Path
 from typing import Iterable, Mapping
 
 import numpy as np
 
-from lds.containers import as_numpy, dataset_name_list
-from lds.errors import DatasetNameError, DefaultsUsedWarning, FileFormatError, ShapeError, ValidationError
+from lds.containers import as_numpy
+from lds.errors import DatasetNameError, DefaultsUsedWarning, FileFormatError, ShapeError, ValidationError, warn
 
-from .model_trained_params import ModelTrainedParams, build_checked
+from .model_trained_params import ModelTrainedParams, build_checked, dataset_names_argument
 from .safe_unpickle import StandIn, read_torch_file
 
 __all__ = ["read_lfads_torch", "fields_from_state_dict", "to_lfads_torch_state_dict", "gru_torch_to_tf",
@@ -67,10 +66,11 @@ def gru_torch_to_tf(weight_ih, weight_hh, bias_ih, bias_hh, name: str = "GRU cel
 
 def _check_cell(name: str, weight_ih, weight_hh, bias_ih, bias_hh) -> None:
     """``weight_ih [3H, in]``, ``weight_hh [3H, H]``, ``bias_ih``/``bias_hh [3H]``, with H from ``weight_hh``."""
-    if weight_hh.ndim != 2:
-        raise ShapeError(f"{name}.weight_hh should be a (3*H, H) matrix but has shape {tuple(weight_hh.shape)}")
+    for part, array, shape in (("weight_hh", weight_hh, "(3*H, H)"), ("weight_ih", weight_ih, "(3*H, in)")):
+        if array.ndim != 2:
+            raise ShapeError(f"{name}.{part} should be a {shape} matrix but has shape {tuple(array.shape)}")
     hidden = weight_hh.shape[1]
-    wanted = {"weight_ih": (3 * hidden, *weight_ih.shape[1:2]), "weight_hh": (3 * hidden, hidden),
+    wanted = {"weight_ih": (3 * hidden, weight_ih.shape[1]), "weight_hh": (3 * hidden, hidden),
               "bias_ih": (3 * hidden,), "bias_hh": (3 * hidden,)}
     for part, array in zip(wanted, (weight_ih, weight_hh, bias_ih, bias_hh)):
         if tuple(array.shape) != wanted[part]:
@@ -218,8 +218,8 @@ def _drop_non_poisson_readout(fields: dict, encoder_inputs: int, source) -> None
         rows = read_out[0].shape[1]
         several = len(read_out) == 1 and 0 < encoder_inputs < rows and rows % encoder_inputs == 0
     if several:
-        warnings.warn(f"{source}: the read-out has more rows than neurons (not a Poisson model); "
-                      "factors_to_logrates is left empty", DefaultsUsedWarning, stacklevel=3)
+        warn(f"{source}: the read-out has more rows than neurons (not a Poisson model); "
+             "factors_to_logrates is left empty", DefaultsUsedWarning)
         fields["factors_to_logrates_W"] = fields["factors_to_logrates_b"] = None
 
 
@@ -258,11 +258,10 @@ def _config_names(checkpoint, path: Path, sessions: int) -> list[str] | None:
     return None
 
 
-def _choose_names(given, available: list[str], sessions: int, path) -> tuple[list[str], list[int]]:
+def _choose_names(given: list[str] | None, available: list[str], sessions: int, path) -> tuple[list[str], list[int]]:
     """``(names, session indices)``: the caller's names matched to the sessions, else the available ones."""
     if given is None:
         return available, list(range(sessions))
-    given = dataset_name_list(given)
     lookup = {a: i for i, a in enumerate(available)}
     lookup.update({a[len("lfads_"):]: i for i, a in enumerate(available) if a.startswith("lfads_")})
     if all(n in lookup for n in given):
@@ -282,7 +281,7 @@ def read_lfads_torch(path, dataset_names: str | Iterable[str] | None = None, ver
     that configuration, else ``session_0``, ``session_1``, ... ``verbose=True`` prints the
     state_dict keys not used and the classes replaced by inert stand-ins.
     """
-    path = Path(path)
+    path, dataset_names = Path(path), dataset_names_argument(dataset_names)
     state, checkpoint, stand_ins = read_state_dict(path)
     sessions = _sessions(state)
     available = _config_names(checkpoint, path, sessions) or [f"session_{i}" for i in range(sessions)]

@@ -20,7 +20,7 @@ import numpy as np
 from lds.containers import DatasetList, FieldSpec, ParamsContainer, dataset_name_list
 from lds.errors import DatasetNameError, ShapeError, UnknownParameterError, ValidationError
 
-__all__ = ["ModelTrainedParams", "build_checked"]
+__all__ = ["ModelTrainedParams", "build_checked", "dataset_names_argument"]
 
 
 def _spec(name, section, description, shape, per_dataset=False):
@@ -334,6 +334,14 @@ class ModelTrainedParams(ParamsContainer):
             raise ShapeError("ModelTrainedParams: both the encoders and the generator take external inputs "
                              f"(c_enc_input_dim {dims['c_enc_input_dim']} > c_in_factors_dim, c_gen_input_dim "
                              f"{dims['c_gen_input_dim']} > c_co_dim); TF LFADS feeds them to one or the other")
+
+
+def dataset_names_argument(names) -> list[str] | None:
+    """A reader's ``dataset_names`` argument as a list (None stays None); a :class:`ValidationError` if not names."""
+    if names is not None and not isinstance(names, str) and not hasattr(names, "__iter__"):
+        raise ValidationError(f"dataset_names should be a name or a list of names, got {type(names).__name__} "
+                              f"{names!r:.80}")
+    return dataset_name_list(names)
 
 
 def build_checked(fields: dict, dataset_names, source) -> ModelTrainedParams:

@@ -168,11 +168,14 @@ class Run:
 
         Lightning keeps the best model as ``<epoch>-<step>.ckpt`` beside ``last.ckpt``;
         the best one is preferred (the newest if there are several), else ``last.ckpt``.
+        Hidden files (``.x.ckpt``) and dangling links are no checkpoints, as in :meth:`on_disk`.
         """
-        folder = self.path_lfads_output / "lightning_checkpoints"
-        candidates = _files_by_mtime(folder, "*.ckpt") or _files_by_mtime(self.path_lfads_output, "*.ckpt")
-        best = {path: mtime for path, mtime in candidates.items() if path.name != "last.ckpt"} or candidates
-        return max(best, key=best.get, default=None)
+        output = os.fspath(self.path_lfads_output)
+        candidates = (dict(_checkpoints(os.path.join(output, "lightning_checkpoints")))
+                      or dict(_checkpoints(output)))
+        best = {path: mtime for path, mtime in candidates.items() if os.path.basename(path) != "last.ckpt"}
+        best = best or candidates
+        return Path(max(best, key=best.get)) if best else None
 
     def _kind(self, kind: str | None) -> str:
         kind = kind or self.params.posterior_mean_kind
@@ -201,8 +204,8 @@ class Run:
             or f"lfads_output_lfads_{ds}.h5" in names or f"lfads_output_{ds}.h5" in names
             for ds in self.dataset_names)
         output = os.path.join(base, "lfadsOutput")
-        checkpoint = _holds_checkpoint(output, names) or (
-            "lightning_checkpoints" in names and _holds_checkpoint(os.path.join(output, "lightning_checkpoints")))
+        checkpoint = any(_checkpoints(output, names)) or (
+            "lightning_checkpoints" in names and any(_checkpoints(os.path.join(output, "lightning_checkpoints"))))
         return {
             "model_params": "model_params" in names,
             "lfads_torch_checkpoint": checkpoint,
@@ -215,10 +218,15 @@ class Run:
     def prepare_folder(self, overwrite: bool = False) -> Path:
         """Create the run folder (with ``lfadsInput``/``lfadsOutput``) and write its record.
 
-        An existing record that differs is replaced only with ``overwrite=True``; a run whose
-        parameters do not hash to its folder gets no record (it would contradict the folder).
+        An existing record that differs is replaced only with ``overwrite=True``, else an
+        :class:`~lds.errors.OverwriteError`; a run whose parameters do not hash to its folder
+        raises a :class:`~lds.errors.ValidationError` (its record would contradict the
+        folder). Both are checked before anything is created.
         """
-        record = pending_run_record(self, overwrite)  # checked before anything is created
+        return self._make_folder(pending_run_record(self, overwrite), overwrite)
+
+    def _make_folder(self, record: bytes | None, overwrite: bool) -> Path:
+        """:meth:`prepare_folder` with the record :func:`pending_run_record` gave (None: already written)."""
         self.path_lfads_input.mkdir(parents=True, exist_ok=True)
         self.path_lfads_output.mkdir(exist_ok=True)
         if record is not None:
@@ -334,12 +342,12 @@ class Run:
 
         for file in (self.file_kalman_params, self.file_lds_history):
             check_writable(file, overwrite)
-        pending_run_record(self, overwrite)  # whatever can fail is checked before the fit
+        record = pending_run_record(self, overwrite)  # whatever can fail is checked before the fit
         data = {d.name: d.load_data() for d in self.datasets}
         if not data:
             raise ValidationError(f"run {self.name} has no datasets to fit")
         result = lds.fit_em(data if len(data) > 1 else next(iter(data.values())), **em_options)
-        self.prepare_folder(overwrite=overwrite)
+        self._make_folder(record, overwrite)
         self.path_lds.mkdir(exist_ok=True)
         history = {
             "run_name": self.name,
@@ -426,25 +434,23 @@ def _listing(folder: str) -> set[str] | None:
         return set()
 
 
-def _holds_checkpoint(folder: str, names: set | None = None) -> bool:
-    """Whether ``folder`` (listed as ``names``) holds a ``*.ckpt`` file, as :meth:`Run.lfads_torch_checkpoint`
-    finds them (dangling links do not count); stops at the first."""
-    names = _listing(folder) if names is None else names
-    return any(n.endswith(".ckpt") and not n.startswith(".") and os.path.isfile(os.path.join(folder, n))
-               for n in names or ())
+def _checkpoints(folder: str, names: set | None = None):
+    """``(path, modification time)`` of each checkpoint in ``folder`` (listed as ``names``), lazily.
 
-
-def _files_by_mtime(folder: Path, pattern: str) -> dict[Path, float]:
-    """``{file: modification time}`` of the files matching ``pattern`` (dangling links, unreadable entries left out)."""
-    found = {}
-    for path in folder.glob(pattern):
+    The one rule of :meth:`Run.on_disk` and :meth:`Run.lfads_torch_checkpoint`: a file
+    named ``*.ckpt``, not hidden (``.x.ckpt``); dangling links and unreadable entries do
+    not count.
+    """
+    for name in (_listing(folder) if names is None else names) or ():
+        if not name.endswith(".ckpt") or name.startswith("."):
+            continue
+        path = os.path.join(folder, name)
         try:
-            status = path.stat()
+            status = os.stat(path)
         except OSError:
             continue
         if stat.S_ISREG(status.st_mode):
-            found[path] = status.st_mtime
-    return found
+            yield path, status.st_mtime
 
 
 def _shape(path: Path, key: str) -> tuple | None:

@@ -11,21 +11,20 @@ from __future__ import annotations
 
 import datetime
 import os
-import warnings
 from pathlib import Path
 
 import numpy as np
 from tabulate import tabulate
 from tqdm.auto import tqdm
 
-from lds.errors import FileFormatError, LfadsToolsError, LibraryWarning, MissingFileError, ValidationError
+from lds.errors import FileFormatError, LfadsToolsError, LibraryWarning, MissingFileError, ValidationError, warn
 
 from .datasets import Dataset, DatasetCollection, select_indices
 from .run import ON_DISK, Run, data_hash_text
 from .run_params import DEFAULT_VERSION, RunParams
 from .run_records import (RUN_RECORD_FILE, dataset_names_from_lfads_hyperparameters, find_hyperparameters_file,
                           lfads_hyperparameter_items, params_from_lfads_hyperparameters, params_from_record,
-                          read_lfads_hyperparameters, read_run_record)
+                          pending_run_record, read_lfads_hyperparameters, read_run_record)
 
 __all__ = ["RunSpec", "RunCollection", "RunList"]
 
@@ -139,8 +138,8 @@ class RunCollection:
             if spec.name in names:
                 old = self.run_specs[names.index(spec.name)]
                 if old.dataset_names != spec.dataset_names:
-                    warnings.warn(f"replacing run spec {spec.name!r} (datasets {old.dataset_names} -> "
-                                  f"{spec.dataset_names})", LibraryWarning, stacklevel=2)
+                    warn(f"replacing run spec {spec.name!r} (datasets {old.dataset_names} -> {spec.dataset_names})",
+                         LibraryWarning)
                 self.run_specs[names.index(spec.name)] = spec
             else:
                 self.run_specs.append(spec)
@@ -236,9 +235,15 @@ class RunCollection:
         return tabulate(body, headers=headers, tablefmt=tablefmt, disable_numparse=True)
 
     def prepare_folders(self, progress: bool = True) -> None:
-        """Create every run folder and write its ``lfads_tools_run.json``."""
-        for run in tqdm(list(self._runs.flat), desc="preparing runs", disable=not progress):
-            run.prepare_folder()
+        """Create every run folder and write its ``lfads_tools_run.json``.
+
+        Every run is checked first (see :meth:`Run.prepare_folder`): if one cannot get its
+        record, the error is raised before any folder is created.
+        """
+        runs = list(self._runs.flat)
+        records = [pending_run_record(run) for run in runs]
+        for run, record in tqdm(zip(runs, records), total=len(runs), desc="preparing runs", disable=not progress):
+            run._make_folder(record, overwrite=False)
 
     # ---- rebuilding from disk --------------------------------------------------------
     @classmethod
@@ -352,19 +357,20 @@ class _FolderScanner:
         if rc.dataset_collection is None:
             rc.dataset_collection = self._collection(entries for _, entries, _ in readable.values())
         dc = rc.dataset_collection
+        by_name = {d.name: d for d in dc}
         first: dict[str, tuple[str, list[str]]] = {}  # run name -> (folder, dataset names) where first read
         for (run_name, folder), (_, entries, _) in readable.items():
             first.setdefault(run_name, (folder, [e["name"] for e in entries]))
         for run_name in sorted({name for name, _ in self.runs}):
-            rc.run_specs.append(RunSpec(run_name, _datasets(dc, first.get(run_name, ("", []))[1]), dc))
+            rc.run_specs.append(RunSpec(run_name, _datasets(by_name, first.get(run_name, ("", []))[1]), dc))
         for folder, params in self.folders.items():
             rc.params.append(params or (self.params_class or RunParams)())
             rc._param_folders.append(folder)
         for key, found in self.runs.items():
-            rc._found[key] = self._run_details(key, found, first, dc)
+            rc._found[key] = self._run_details(key, found, first, by_name)
         rc._generate_runs()
 
-    def _run_details(self, key, found, first, dc) -> dict:
+    def _run_details(self, key, found, first, by_name: dict[str, Dataset]) -> dict:
         """What the Run gets from disk: its source, problems and (where they differ from the run spec's) datasets."""
         if isinstance(found, Exception):
             return {"problem": str(found), "source": "unreadable"}
@@ -379,12 +385,12 @@ class _FolderScanner:
         names = [e["name"] for e in entries]
         spec_folder, spec_names = first[run_name]
         if names != spec_names:
-            details["datasets"] = _datasets(dc, names)
+            details["datasets"] = _datasets(by_name, names)
             problems.append(f"its datasets {names} differ from those of the run spec {run_name!r} ({spec_names}, "
                             f"read in {spec_folder}); the run keeps its own, in its own order")
-        unknown = [n for n in names if n not in dc.names]
+        unknown = [n for n in names if n not in by_name]
         if unknown:
-            problems.append(f"datasets {unknown} are not in the dataset collection {dc.name!r}")
+            problems.append(f"datasets {unknown} are not in the dataset collection {self.rc.dataset_collection.name!r}")
         if problems:
             details["problem"] = "; ".join(problems)
         return details
@@ -404,9 +410,8 @@ class _FolderScanner:
         return dc
 
 
-def _datasets(dc: DatasetCollection, names: list[str]) -> list[Dataset]:
-    """The collection's datasets of these names (a bare Dataset for a name it lacks)."""
-    by_name = {d.name: d for d in dc}
+def _datasets(by_name: dict[str, Dataset], names: list[str]) -> list[Dataset]:
+    """The collection's datasets (``by_name``) of these names (a bare Dataset for a name it lacks)."""
     return [by_name.get(n) or Dataset(name=n) for n in names]
 
 

@@ -12,6 +12,7 @@ lfads-torch is needed.
 
 from __future__ import annotations
 
+import _compat_pickle
 import collections
 import io
 import pickle
@@ -38,8 +39,6 @@ _TORCH_DTYPES = {"float32": "float32", "float": "float32", "float64": "float64",
                  "long": "int64", "int32": "int32", "int": "int32", "int16": "int16", "int8": "int8",
                  "uint8": "uint8", "uint16": "uint16", "uint32": "uint32", "uint64": "uint64", "bool": "bool",
                  "complex64": "complex64", "complex128": "complex128"}
-#: Modules that protocol-2 pickles (torch.save's) name as Python 2 did; pickle's own find_class renames them.
-_PYTHON2_MODULES = {"__builtin__": "builtins"}
 _KEY = re.compile(r"^[A-Za-z0-9_.-]+$")
 #: What zipfile, pickle and the allowed rebuild functions raise on a damaged or hostile file.
 _READ_ERRORS = (pickle.UnpicklingError, zipfile.BadZipFile, zlib.error, struct.error, EOFError, OSError, ValueError,
@@ -170,20 +169,23 @@ _ALLOWED = {
 class SafeUnpickler(pickle.Unpickler):
     """Unpickler of ``torch.save`` data that rebuilds only tensors and plain containers.
 
-    ``storage_bytes(key)`` returns the raw bytes of storage ``key``. Every class the
-    pickle names outside the allow-list is recorded in ``stand_ins`` and replaced by a
-    :class:`StandIn` subclass.
+    ``file`` is a seekable binary stream; ``storage_bytes(key)`` returns the raw bytes of
+    storage ``key``. Python 2 names of protocol 0-2 pickles are renamed as pickle does,
+    then looked up in the allow-list. Every class the pickle names outside the allow-list
+    is recorded in ``stand_ins`` and replaced by a :class:`StandIn` subclass.
     """
 
     def __init__(self, file, storage_bytes, byteorder: str = "little"):
         super().__init__(file)
+        self._python2_names = _protocol(file) < 3
         self._storage_bytes, self._byteorder = storage_bytes, byteorder
         self._storages: dict[str, _Storage] = {}
         self._stand_in_classes: dict[tuple[str, str], type] = {}
         self.stand_ins: set[str] = set()
 
     def find_class(self, module, name):
-        module = _PYTHON2_MODULES.get(module, module)
+        if self._python2_names:  # protocols 0-2 (torch.save's) name things as Python 2 did; rename as pickle does
+            module, name = _python3_name(module, name)
         if (module, name) in _ALLOWED:
             return _ALLOWED[(module, name)]
         if module == "torch" and name in _STORAGE_DTYPES:
@@ -208,6 +210,21 @@ class SafeUnpickler(pickle.Unpickler):
         if key not in self._storages:
             self._storages[key] = _Storage(key, self._storage_bytes(key), str(dtype), self._byteorder)
         return self._storages[key].viewed_as(str(dtype))  # the same bytes may be viewed as another dtype (rare)
+
+
+def _protocol(file) -> int:
+    """The protocol of the pickle about to be read from a seekable ``file`` (0 without a PROTO opcode)."""
+    start = file.tell()
+    head = file.read(2)
+    file.seek(start)
+    return head[1] if len(head) == 2 and head[0] == pickle.PROTO[0] else 0
+
+
+def _python3_name(module: str, name: str) -> tuple[str, str]:
+    """``(module, name)`` of a Python 2 global, renamed by the tables ``pickle.Unpickler.find_class`` uses."""
+    if (module, name) in _compat_pickle.NAME_MAPPING:
+        return _compat_pickle.NAME_MAPPING[(module, name)]
+    return _compat_pickle.IMPORT_MAPPING.get(module, module), name
 
 
 def read_torch_file(path) -> tuple[object, set[str]]:

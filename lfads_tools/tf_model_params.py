@@ -21,22 +21,22 @@ import re
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterable
-import warnings
 
 import h5py
 import numpy as np
 
-from lds.containers import as_numpy, dataset_name_list
+from lds.containers import as_numpy
 from lds.errors import (
     DatasetNameError,
     DefaultsUsedWarning,
     FileFormatError,
     LfadsToolsError,
     MissingFileError,
+    warn,
 )
 from lds.fileio import atomic_path
 
-from .model_trained_params import ModelTrainedParams, build_checked
+from .model_trained_params import ModelTrainedParams, build_checked, dataset_names_argument
 
 __all__ = ["TF_KEYS", "read_tf_model_params", "save_tf_model_params", "export_hdf5", "read_export_hdf5",
            "file_kind"]
@@ -125,7 +125,7 @@ def file_kind(path) -> str:
     if native.is_native_file(path):
         return "native"
     if h5py.is_hdf5(path):
-        with _reading(path) as f:
+        with _open_hdf5(path) as f, _h5_calls(path):
             keys = _root_keys(f, path)
             return "export" if "dataset_names" in keys and not any(k.endswith(":0") for k in keys) else "tf"
     if head.startswith(ZIP_SIGNATURE) or head[:1] == b"\x80":
@@ -146,15 +146,21 @@ def _open_hdf5(path) -> h5py.File:
 
 
 @contextmanager
-def _reading(path):
-    """The open HDF5 file; h5py's errors on damaged content become a :class:`FileFormatError` naming it."""
-    with _open_hdf5(path) as f:
-        try:
-            yield f
-        except LfadsToolsError:
-            raise
-        except _H5_ERRORS as exc:
-            raise FileFormatError(f"{path} is damaged (truncated or corrupt?): {type(exc).__name__}: {exc}") from None
+def _h5_calls(path):
+    """h5py's errors on damaged content, raised inside, become a :class:`FileFormatError` naming the file."""
+    try:
+        yield
+    except LfadsToolsError:
+        raise
+    except _H5_ERRORS as exc:
+        raise FileFormatError(f"{path} is damaged (truncated or corrupt?): {type(exc).__name__}: {exc}") from None
+
+
+def _check_heaps(f: h5py.File, path: Path) -> None:
+    """Refuse a damaged global heap (variable-length strings live there) before libhdf5 loops forever on it."""
+    from lds import native
+
+    native._check_global_heaps(path.read_bytes(), f, path)
 
 
 def _root_keys(f: h5py.File, path) -> list[str]:
@@ -186,15 +192,19 @@ def _hyperparameter_names(path: Path) -> list[str] | None:
     try:
         names = json.loads(files[-1].read_text())["dataset_names"]
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        warnings.warn(f"{files[-1]} has no readable dataset_names ({exc}); datasets are taken from {path.name}",
-                      DefaultsUsedWarning, stacklevel=4)
+        warn(f"{files[-1]} has no readable dataset_names ({exc}); datasets are taken from {path.name}",
+             DefaultsUsedWarning)
         return None
     return [str(n) for n in names] if isinstance(names, list) else None
 
 
-def _stored_names(f: h5py.File) -> list[str] | None:
-    value = f.attrs.get(NAMES_ATTRIBUTE)
-    return None if value is None else [v.decode() if isinstance(v, bytes) else str(v) for v in np.atleast_1d(value)]
+def _stored_names(f: h5py.File, path: Path) -> list[str] | None:
+    """The names our writer keeps in a root attribute (variable-length strings), if any."""
+    if NAMES_ATTRIBUTE not in f.attrs:
+        return None
+    _check_heaps(f, path)
+    value = f.attrs[NAMES_ATTRIBUTE]
+    return [v.decode() if isinstance(v, bytes) else str(v) for v in np.atleast_1d(value)]
 
 
 def _file_dataset_names(keys) -> list[str]:
@@ -207,14 +217,14 @@ def _names_fit(names: list[str], found: list[str]) -> bool:
     return sorted(_tf_name(n, found) for n in names) == sorted(found) if found else len(names) == 1
 
 
-def _default_names(f: h5py.File, found: list[str], path: Path) -> list[str]:
-    """Names written by us, else the order of ``hyperparameters-*.txt``, else the file's (sorted) names."""
-    for names in (_stored_names(f), _hyperparameter_names(path)):
+def _default_names(stored: list[str] | None, found: list[str], path: Path) -> list[str]:
+    """Names written by us (``stored``), else the order of ``hyperparameters-*.txt``, else the file's (sorted) names."""
+    for names in (stored, _hyperparameter_names(path)):
         if names is not None and _names_fit(names, found):
             return names
         if names is not None:
-            warnings.warn(f"the dataset names {names} kept in or beside {path} do not match its per-dataset keys "
-                          f"{found}; using the names in the file", DefaultsUsedWarning, stacklevel=4)
+            warn(f"the dataset names {names} kept in or beside {path} do not match its per-dataset keys "
+                 f"{found}; using the names in the file", DefaultsUsedWarning)
     return found
 
 
@@ -236,12 +246,14 @@ def read_tf_model_params(path, dataset_names: str | Iterable[str] | None = None,
     and its per-dataset fields are empty. Optimizer state and all-zero bias variants are
     skipped; ``verbose=True`` prints every other key not used.
     """
-    path = Path(path)
-    with _reading(path) as f:
-        keys = _root_keys(f, path)  # a group under a weight name fails to read, with the key named
+    path, dataset_names = Path(path), dataset_names_argument(dataset_names)
+    with _open_hdf5(path) as f:
+        with _h5_calls(path):
+            keys = _root_keys(f, path)  # a group under a weight name fails to read, with the key named
+            stored = _stored_names(f, path)
         found = _file_dataset_names(keys)
-        available = _default_names(f, found, path)
-        dataset_names = available if dataset_names is None else dataset_name_list(dataset_names)
+        available = _default_names(stored, found, path)
+        dataset_names = available if dataset_names is None else dataset_names
         missing = [n for n in dataset_names if _tf_name(n, found) not in found] if found else []
         if missing:
             raise DatasetNameError(f"{path} has no parameters for dataset(s) {missing}; "
@@ -340,22 +352,36 @@ def export_hdf5(params: ModelTrainedParams, path, overwrite: bool = False) -> Pa
 
 def read_export_hdf5(path, dataset_names: str | Iterable[str] | None = None) -> ModelTrainedParams:
     """Read the export layout back (derived properties are recomputed, not read)."""
-    path = Path(path)
-    with _reading(path) as f:
-        if "dataset_names" not in f:
+    path, names = Path(path), dataset_names_argument(dataset_names)
+    with _open_hdf5(path) as f:
+        with _h5_calls(path):
+            _check_heaps(f, path)  # /dataset_names holds variable-length strings
+            has_names = "dataset_names" in f
+        if not has_names:
             raise FileFormatError(f"{path} is not an lfads-run-manager export: it has no /dataset_names")
         available = [n.decode() if isinstance(n, bytes) else str(n) for n in np.ravel(_read(f, "dataset_names", path))]
-        names = available if dataset_names is None else dataset_name_list(dataset_names)
+        names = available if names is None else names
         missing = [n for n in names if n not in available]
         if missing:
             raise DatasetNameError(f"{path} has no dataset(s) {missing}; the datasets in the file are {available}")
         fields = {}
         for spec in ModelTrainedParams.FIELDS:
-            entry = f.get(spec.name)
+            with _h5_calls(path):
+                entry = f.get(spec.name)
             if entry is None:
                 continue
             if spec.per_dataset:
-                fields[spec.name] = {n: _matlab_vector_flip(_read(entry, n, path)) for n in names if n in entry}
+                held = _members(entry, names, path)
+                fields[spec.name] = {n: _matlab_vector_flip(_read(entry, n, path)) for n in held}
             else:
                 fields[spec.name] = _matlab_vector_flip(_read(f, spec.name, path))
     return build_checked(fields, names, path)
+
+
+def _members(group, names: list[str], path) -> list[str]:
+    """Those of ``names`` that the export's group of a per-dataset property holds."""
+    if not isinstance(group, h5py.Group):
+        raise FileFormatError(f"{path}: {group.name} should be a group of per-dataset arrays, not a "
+                              f"{type(group).__name__}")
+    with _h5_calls(path):
+        return [n for n in names if n in group]

@@ -1,10 +1,15 @@
 """ModelTrainedParams: TF model_params and lfads-torch readers, writers, GRU conversion, safety, bad input."""
 
+import io
 import os
+import pickle
 import re
 import shutil
+import subprocess
+import sys
 import warnings
 import zipfile
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -23,9 +28,11 @@ from lds.errors import (
     UnsafeCheckpointError,
     ValidationError,
 )
+import lfads_tools
 from lfads_tools import ModelTrainedParams
-from lfads_tools.lfads_torch import gru_tf_to_torch, gru_torch_to_tf
-from lfads_tools.safe_unpickle import read_torch_file
+from lfads_tools.lfads_torch import gru_tf_to_torch, gru_torch_to_tf, read_lfads_torch
+from lfads_tools.safe_unpickle import SafeUnpickler, read_torch_file
+from lfads_tools.tf_model_params import read_export_hdf5, read_tf_model_params
 
 from lfads_fixtures import (
     SIZES,
@@ -38,6 +45,7 @@ from lfads_fixtures import (
     write_hyperparameters,
     write_tf_model_params,
 )
+from native_fixtures import break_global_heap
 
 DATASETS = {"dsA.h5": 5, "dsB.h5": 6}
 SECTIONS = ["Basic info", "Read-in from spikes to input factors", "Initial condition encoder (forward)",
@@ -437,8 +445,13 @@ def test_malformed_gru_tensors_are_refused_naming_the_key(tmp_path, key, shape):
     torch.save(sd, tmp_path / "sd.pt")
     with pytest.raises(ShapeError, match=re.escape(f"sd.pt: {key}")):
         ModelTrainedParams.load(tmp_path / "sd.pt")
+
+
+def test_gru_conversion_checks_every_shape():
     with pytest.raises(ShapeError, match=r"GRU cell\.bias_ih should have shape \(6,\)"):
         gru_torch_to_tf(np.zeros((6, 3)), np.zeros((6, 2)), np.zeros(7), np.zeros(6))
+    with pytest.raises(ShapeError, match=r"GRU cell\.weight_ih should be a \(3\*H, in\) matrix but has shape \(6,\)"):
+        gru_torch_to_tf(np.zeros(6), np.zeros((6, 2)), np.zeros(6), np.zeros(6))
 
 
 def test_session_names_from_the_data_configuration(tmp_path):
@@ -605,13 +618,13 @@ def test_bad_files_give_clear_errors(tmp_path, full_model):
         ModelTrainedParams.load(tmp_path / "other.pt")
 
 
-@pytest.mark.parametrize("kind", ["tf", "export", "checkpoint"])
+@pytest.mark.parametrize("kind", ["tf", "tf_ours", "export", "checkpoint"])
 def test_overwritten_bytes_give_library_errors_naming_the_file(tmp_path, kind):
     """64 bytes of 0xff at 32 offsets across the file: a damaged index, names, heaps or zip records are library errors.
 
     Damaged array data inside a TF file cannot be detected (HDF5 keeps no checksums there), so some copies load.
-    The export's global heap (its variable-length dataset_names strings) is left alone: reading strings from a
-    damaged heap makes HDF5 2.0.0 (h5py 3.16) loop forever, an upstream bug.
+    The global heap of the export and of our TF files (their variable-length dataset names) is damaged too: it is
+    checked before libhdf5 reads it (HDF5 2.0.0 loops forever on some damaged heaps).
     """
     original = tmp_path / "original"
     if kind == "checkpoint":
@@ -621,13 +634,12 @@ def test_overwritten_bytes_give_library_errors_naming_the_file(tmp_path, kind):
         if kind == "export":
             ModelTrainedParams.load(original).export_hdf5(tmp_path / "export.h5")
             original = tmp_path / "export.h5"
+        elif kind == "tf_ours":
+            ModelTrainedParams.load(original).save_tf_model_params(tmp_path / "ours")
+            original = tmp_path / "ours"
     data = original.read_bytes()
-    heap = data.find(b"GCOL")  # a global heap collection: signature, version, 3 reserved bytes, 8-byte size
-    heap_end = heap + int.from_bytes(data[heap + 8:heap + 16], "little") if heap >= 0 else heap
     damaged, refused = tmp_path / "damaged", 0
     for offset in range(0, len(data), len(data) // 32):
-        if heap - 64 < offset < heap_end:
-            continue
         damaged.write_bytes(data[:offset] + b"\xff" * 64 + data[offset + 64:])
         try:
             ModelTrainedParams.load(damaged)
@@ -635,6 +647,90 @@ def test_overwritten_bytes_give_library_errors_naming_the_file(tmp_path, kind):
             assert str(damaged) in str(exc), (offset, exc)
             refused += 1
     assert refused > 0
+
+
+LOAD = """
+import sys
+from lfads_tools import ModelTrainedParams
+try:
+    ModelTrainedParams.load(sys.argv[1])
+    print("loaded")
+except Exception as exc:
+    print(type(exc).__name__, exc)
+"""
+
+
+@pytest.mark.parametrize("kind", ["export", "tf"])
+def test_damaged_global_heap_is_refused_before_libhdf5_loops_on_it(tmp_path, kind):
+    """The export and our TF files keep the dataset names as variable-length strings, in the global heap.
+
+    libhdf5 2.0.0 loops forever on a heap with a free-space object of size 0; the readers refuse it first.
+    """
+    write_tf_model_params(tmp_path / "model_params", DATASETS)
+    ours = ModelTrainedParams.load(tmp_path / "model_params")
+    if kind == "export":
+        ours.export_hdf5(tmp_path / "ours")
+    else:
+        ours.save_tf_model_params(tmp_path / "ours")
+    (tmp_path / "broken.h5").write_bytes(break_global_heap((tmp_path / "ours").read_bytes()))
+    child = subprocess.run([sys.executable, "-c", LOAD, str(tmp_path / "broken.h5")], capture_output=True, text=True,
+                           cwd=Path(lfads_tools.__file__).parents[1], timeout=120)
+    assert child.returncode == 0, child.stdout + child.stderr
+    assert child.stdout.startswith(f"FileFormatError {tmp_path / 'broken.h5'}: damaged global heap"), child.stdout
+
+
+@pytest.mark.parametrize("kind", ["tf", "export", "checkpoint"])
+def test_bad_dataset_names_are_the_callers_error_not_a_damaged_file(tmp_path, kind):
+    write_tf_model_params(tmp_path / "model_params", DATASETS)
+    path, reader = tmp_path / "model_params", read_tf_model_params
+    if kind == "export":
+        path, reader = ModelTrainedParams.load(path).export_hdf5(tmp_path / "export.h5"), read_export_hdf5
+    elif kind == "checkpoint":
+        path, reader = tmp_path / "last.ckpt", read_lfads_torch
+        save_lightning_checkpoint(path, torch_state_dict([5, 6]))
+    for load in (reader, ModelTrainedParams.load):
+        with pytest.raises(ValidationError, match="dataset_names should be a name or a list of names, got int 5"
+                           ) as info:
+            load(path, dataset_names=5)
+        assert not isinstance(info.value, FileFormatError)
+
+
+def test_reader_warnings_point_at_the_caller(tmp_path):
+    """Library warnings are attributed to the code calling the library, whichever way it was called."""
+    write_tf_model_params(tmp_path / "model_params", DATASETS)
+    (tmp_path / "hyperparameters-0.txt").write_text("{not json")
+    other = tmp_path / "other"
+    other.mkdir()
+    write_tf_model_params(other / "model_params", DATASETS)
+    write_hyperparameters(other, ["dsC.h5"])  # names that do not fit the file
+    sd = torch_state_dict([8], read_in=False)
+    sd["readout.0.weight"], sd["readout.0.bias"] = torch.ones(16, 3), torch.ones(16)  # Gaussian: rows [means; logvars]
+    torch.save(sd, tmp_path / "gaussian.pt")
+    tf_readers = (ModelTrainedParams.load, ModelTrainedParams.from_tf_model_params, read_tf_model_params)
+    for path, message, readers in (
+            (tmp_path / "model_params", "has no readable dataset_names", tf_readers),
+            (other / "model_params", "do not match its per-dataset keys", tf_readers),
+            (tmp_path / "gaussian.pt", "not a Poisson model", (ModelTrainedParams.load, read_lfads_torch))):
+        for read in readers:
+            with pytest.warns(DefaultsUsedWarning, match=message) as record:
+                read(path)
+            assert [w.filename for w in record] == [__file__], (path, read)
+
+
+def test_python_2_names_are_renamed_only_in_protocols_before_3():
+    """Protocols 0-2 name globals as Python 2 did; pickle's own tables rename them, then the allow-list decides."""
+    data = pickle.dumps([zip, {1}], protocol=2)  # written as itertools.izip and __builtin__.set
+    assert b"itertools\nizip" in data and b"__builtin__\nset" in data
+
+    def load(data):
+        unpickler = SafeUnpickler(io.BytesIO(data), storage_bytes=lambda key: b"")
+        return unpickler.load(), unpickler.stand_ins
+
+    for renamed in (data, pickle.dumps([zip, {1}], protocol=0)):
+        obj, stand_ins = load(renamed)
+        assert obj[1] == {1} and stand_ins == {"builtins.zip"}  # zip is renamed, but not allowed
+    obj, stand_ins = load(b"\x80\x04" + data[2:])  # the same opcodes in a protocol-4 pickle: names are taken as written
+    assert stand_ins == {"itertools.izip", "__builtin__.set"}
 
 
 def test_inconsistent_shapes_between_sections_are_refused(tmp_path):

@@ -127,8 +127,9 @@ def test_adding_replaces_matching_entries(rc, dc):
     before = rc.runs[0, 0]
     rc.add_params(RunParams(**SMALL, c_factors_dim=2, name="same hash, new label"))
     assert rc.n_params == 3 and rc.params[0].name == "same hash, new label"
-    with pytest.warns(LibraryWarning, match="replacing run spec 'all'"):
+    with pytest.warns(LibraryWarning, match="replacing run spec 'all'") as record:
         rc.add_run_spec(RunSpec("all", ["dataset001"], dc))
+    assert [w.filename for w in record] == [__file__]  # the warning points at the caller
     assert rc.n_run_specs == 4 and rc.find_runs("all", 0).dataset_names == ["dataset001"]
     assert rc.runs[1, 1] is rc.find_runs("single_dataset002", 1)
     assert before.name == rc.runs[0, 0].name
@@ -204,6 +205,13 @@ def test_no_record_contradicts_its_folder(rc):
     with pytest.raises(ValidationError, match="would contradict the folder"):
         fresh.prepare_folder()
     assert not fresh.path.exists()  # refused before anything was created
+
+
+def test_prepare_folders_checks_every_run_before_creating_any(rc):
+    rc.params[2].c_gen_dim = 3  # the last parameter set no longer hashes to its folder
+    with pytest.raises(ValidationError, match="would contradict the folder"):
+        rc.prepare_folders(progress=False)
+    assert not rc.path.exists()
 
 
 def test_from_disk_marks_broken_runs_and_keeps_going(rc, tmp_path):
@@ -414,6 +422,18 @@ def test_on_disk_detects_model_files(rc):
     (other.path_lfads_output / "lightning_checkpoints" / "3-4.ckpt").write_bytes(b"")
     assert other.on_disk()["lfads_torch_checkpoint"] and other.lfads_torch_checkpoint().name == "3-4.ckpt"
     assert os.path.relpath(run.path, rc.path) == "param_Z1-4Ne/single_dataset001"
+
+
+def test_hidden_checkpoints_are_not_found_by_listing_or_loading(rc):
+    """``.x.ckpt`` (hidden) is no checkpoint for on_disk nor for lfads_torch_checkpoint and loading."""
+    run = rc.runs[0, 0]
+    run.prepare_folder()
+    for folder in (run.path_lfads_output, run.path_lfads_output / "lightning_checkpoints"):
+        folder.mkdir(exist_ok=True)
+        (folder / ".x.ckpt").write_bytes(b"")
+        assert not run.on_disk()["lfads_torch_checkpoint"] and run.lfads_torch_checkpoint() is None
+        with pytest.raises(MissingFileError, match="no trained model"):
+            run.load_model_trained_params()
 
 
 # ---- LDS fits stored in run folders ---------------------------------------------------------------
