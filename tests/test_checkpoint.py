@@ -14,7 +14,7 @@ import torch
 import lds
 from lds.checkpoint import CheckpointStore
 from lds.em import fit_em
-from lds.errors import LibraryWarning, LikelihoodDecreaseWarning, OverwriteError, ValidationError
+from lds.errors import LibraryWarning, OverwriteError, ValidationError
 from native_fixtures import assert_fixed_length_only
 
 pytestmark = pytest.mark.filterwarnings("error::lds.errors.LibraryWarning")  # no checkpoint may be skipped
@@ -169,23 +169,6 @@ def test_max_iter_is_checked_on_the_checkpoint_that_loads(tmp_path):
     with pytest.warns(LibraryWarning, match="skipping checkpoint checkpoint-000005.h5"), \
             pytest.raises(ValidationError, match="checkpoint-000004.h5 is past max_iter=4"):
         fit(y, init, 4, checkpoint_dir=tmp_path, keep_last=3)
-
-
-def test_likelihood_decrease_warning_names_the_caller_outside_the_library(monkeypatch):
-    y, init = problem()
-    real_m_step = lds.em.m_step
-
-    def worse(params, stats, estimate):
-        new = real_m_step(params, stats, estimate)
-        new.R = new.R * 50.0
-        return new
-
-    monkeypatch.setattr(lds.em, "m_step", worse)
-    library = {"__name__": "lds.some_wrapper", "fit_em": fit_em}  # as if lds itself called fit_em
-    exec("def fit_for_the_user(*args, **kwargs):\n    return fit_em(*args, **kwargs)", library)
-    with pytest.warns(LikelihoodDecreaseWarning) as record:
-        library["fit_for_the_user"](y, init, max_iter=5, progress=False)
-    assert record[0].filename == __file__
 
 
 def test_initialization_is_skipped_when_resuming(tmp_path):
