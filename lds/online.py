@@ -104,7 +104,8 @@ class OnlineKalmanFilter:
                 self.num_steps += 1
                 if self._transform is not None:
                     mean = self._transform @ mean
-                return mean, self._steady["covariance"].clone()
+                covariance = self._steady["covariance"]
+                return mean, torch.from_numpy(covariance.copy()) if self._steady["on_cpu"] else covariance.clone()
             self._leave_steady_state()  # a full step handles the sample (its mean is not in the steady buffer)
         y = self._as_sample(y_t)
         complete = not bool(torch.isnan(y).any())
@@ -159,9 +160,10 @@ class OnlineKalmanFilter:
             matrix, state = matrix.numpy(), state.numpy()
         self._mean = torch.from_numpy(state[N:N + K]) if on_cpu else state[N:N + K]
         M = self._transform
+        covariance = self._covariance.clone() if M is None else M @ self._covariance @ M.T
         self._steady = dict(matrix=matrix, state=state, N=N, K=K, on_cpu=on_cpu,
                             constant=-0.5 * (N * math.log(2 * math.pi) + float(log_det_S)),
-                            covariance=self._covariance.clone() if M is None else M @ self._covariance @ M.T)
+                            covariance=covariance.numpy() if on_cpu else covariance)  # copied for each step
 
     def _steady_step(self, y_t):
         """One steady-state step: the new mean, or None for a sample with NaN (a full step handles it)."""
